@@ -1,0 +1,49 @@
+"""`act24 info`: versions, the GPU, and which backend act24 would use."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import torch
+
+from ..ffn.backend import backend_for, cusparselt_version, triton_version
+
+
+def environment() -> dict:
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "gpu": None,
+        "compute_capability": None,
+        "cusparselt": cusparselt_version(),
+        "triton": triton_version(),
+    }
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+    backend = backend_for(device)
+    env["device"] = str(device)
+    env["backend"] = backend.name
+    env["backend_reason"] = backend.reason
+    return env
+
+
+def run(args) -> int:
+    env = environment()
+    if args.json:
+        print(json.dumps(env, indent=2))
+        return 0
+    width = max(map(len, env))
+    for key, value in env.items():
+        print(f"{key:<{width}}  {'-' if value is None else value}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("info", help="versions, GPU and the backend act24 would use")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(run=run)

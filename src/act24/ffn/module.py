@@ -1,0 +1,121 @@
+"""SquaredReLUFFN: the drop-in module (dense during warm-up, 2:4 sparse after)."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .. import reference as ref
+from ..reference.checks import check_float, check_ndim
+from .backend import backend_for, warn_fallback_once
+
+
+def _autocast_inputs(x, w1, w2):
+    """Cast like autocast would for a matmul, so the FFN can run with autocast disabled inside."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        return x.to(dt), w1.to(dt), w2.to(dt)
+    return x, w1, w2
+
+
+class SquaredReLUFFN(nn.Module):
+    """y = relu(x @ w1.T)**2 @ w2.T, with 2:4 activation sparsity when `sparse` is True.
+
+    Weights are shaped like nn.Linear's: w1 [hidden, d], w2 [d, hidden].
+    sparse:         run the 2:4 recipe (turn on after the dense warm-up).
+    dense_fraction: share of the densest features kept dense in the weight gradients.
+    perm_seed:      seed of the fixed token grouping used by the weight gradients;
+                    None draws one from torch's global generator.
+    track_stats:    keep `last_stats` (activation sparsity, dropped fraction, feature density).
+    """
+
+    def __init__(
+        self,
+        d: int,
+        hidden: int,
+        *,
+        sparse: bool = False,
+        dense_fraction: float = 0.05,
+        perm_seed: int | None = None,
+        track_stats: bool = False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if d <= 0 or hidden <= 0:
+            raise ValueError(f"d and hidden must be positive, got d={d}, hidden={hidden}")
+        if hidden % ref.selection.GROUP:
+            raise ValueError(f"hidden must be a multiple of 4 for 2:4 groups, got {hidden}")
+        ref.dense_feature_count(hidden, dense_fraction)  # validates the fraction
+        self.d, self.hidden = d, hidden
+        self.sparse = sparse
+        self.dense_fraction = dense_fraction
+        self.perm_seed = int(torch.randint(0, 2**31 - 1, ()).item()) if perm_seed is None else int(perm_seed)
+        self.track_stats = track_stats
+        self.last_stats: ref.FFNStats | None = None
+        self._stats_hooks: OrderedDict[int, Callable[["SquaredReLUFFN", ref.FFNStats], None]] = OrderedDict()
+        self._perms: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self.w1 = nn.Parameter(torch.empty(hidden, d, device=device, dtype=dtype))
+        self.w2 = nn.Parameter(torch.empty(d, hidden, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's default initialisation
+        nn.init.kaiming_uniform_(self.w1, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.w2, a=math.sqrt(5))
+
+    def extra_repr(self) -> str:
+        return f"d={self.d}, hidden={self.hidden}, sparse={self.sparse}, dense_fraction={self.dense_fraction}"
+
+    def register_stats_hook(self, hook: Callable[["SquaredReLUFFN", ref.FFNStats], None]):
+        """Call hook(module, stats) after every forward; returns a handle with .remove()."""
+        handle = RemovableHandle(self._stats_hooks)
+        self._stats_hooks[handle.id] = hook
+        return handle
+
+    def token_permutation(self, num_tokens: int, device: torch.device) -> torch.Tensor:
+        padded = num_tokens + (-num_tokens) % ref.selection.GROUP
+        key = (padded, device)
+        if key not in self._perms:
+            self._perms[key] = ref.token_permutation(padded, self.perm_seed, device)
+        return self._perms[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_float("x", x)
+        check_ndim("x", x, min_ndim=1)
+        if x.shape[-1] != self.d:
+            raise ValueError(f"x: last dimension must be d={self.d}, got shape {tuple(x.shape)}")
+        if x.ndim == 1:
+            raise ValueError(f"x must have a token dimension: shape [..., tokens, {self.d}], got 1-D {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x2, w1, w2 = _autocast_inputs(x.reshape(-1, self.d), self.w1, self.w2)
+        want_stats = self.track_stats or bool(self._stats_hooks)
+        with torch.autocast(x.device.type, enabled=False):
+            y, counts = self._run(x2, w1, w2, want_stats)
+        if counts is not None:
+            stats = ref.FFNStats.from_counts(x2.shape[0], *counts)
+            self.last_stats = stats
+            for hook in list(self._stats_hooks.values()):
+                hook(self, stats)
+        return y.reshape(*lead, self.d)
+
+    def _run(self, x, w1, w2, want_stats):
+        ref.check_ffn_args(x, w1, w2)
+        backend = backend_for(x.device)
+        if self.sparse and backend.name == "reference":
+            num_dense = ref.dense_feature_count(self.hidden, self.dense_fraction)
+            perm = self.token_permutation(x.shape[0], x.device)
+            y, kept, nnz = ref.sparse_ffn(x, w1, w2, perm, num_dense)
+            return y, (kept, nnz)
+        if self.sparse:
+            warn_fallback_once(backend)
+        y1 = x @ w1.t()
+        y2 = ref.squared_relu(y1)
+        counts = ref.activation_counts(y2.detach()) if want_stats else None
+        return y2 @ w2.t(), counts

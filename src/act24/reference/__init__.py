@@ -1,0 +1,38 @@
+"""Pure-PyTorch definition of every act24 op (CPU or CUDA, any float dtype).
+
+It is the specification the kernels are tested against and the fallback on
+machines without a suitable GPU.
+"""
+
+from .compressed import CompressedOperand, compress, decompress, mask_of
+from .ffn import SparseSquaredReLUFFN, check_ffn_args, dense_ffn, featurewise_operand, sparse_ffn, squared_relu
+from .selection import (
+    dense_feature_count,
+    densest_features,
+    featurewise_mask,
+    token_permutation,
+    tokenwise_mask,
+    top2_of_4,
+)
+from .stats import FFNStats, activation_counts
+
+__all__ = [
+    "CompressedOperand",
+    "FFNStats",
+    "SparseSquaredReLUFFN",
+    "activation_counts",
+    "check_ffn_args",
+    "compress",
+    "decompress",
+    "dense_feature_count",
+    "dense_ffn",
+    "densest_features",
+    "featurewise_mask",
+    "featurewise_operand",
+    "mask_of",
+    "sparse_ffn",
+    "squared_relu",
+    "token_permutation",
+    "tokenwise_mask",
+    "top2_of_4",
+]

@@ -1,0 +1,37 @@
+"""Argument checks shared by every layer: each error names the argument and the rule."""
+
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_float(name: str, t: torch.Tensor, dtypes=FLOAT_DTYPES) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        allowed = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise TypeError(f"{name} must have a floating dtype in ({allowed}), got {t.dtype}")
+
+
+def check_ndim(name: str, t: torch.Tensor, ndim: int | None = None, min_ndim: int | None = None) -> None:
+    if ndim is not None and t.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    if min_ndim is not None and t.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+
+
+def check_multiple(name: str, size: int, multiple: int, what: str) -> None:
+    if size % multiple != 0:
+        raise ValueError(f"{name}: {what} must be a multiple of {multiple}, got {size}")
+
+
+def check_same_device(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; move both to one device")
+
+
+def check_same_dtype(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; they must match")

@@ -1,0 +1,103 @@
+"""The Squared-ReLU FFN of the recipe in plain PyTorch: the specification of every fast path.
+
+Dense:  y = relu(x @ w1.T)**2 @ w2.T
+Sparse: the same with the token-wise 2:4 mask m on relu(x @ w1.T)**2 before the second
+GEMM, and the backward of the recipe: dx exact through m, dW1/dW2 through feature-wise
+2:4 operands (tokens grouped in fours by `perm`, the densest features left dense).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .checks import check_float, check_ndim, check_same_device, check_same_dtype
+from .selection import GROUP, densest_features, featurewise_mask, tokenwise_mask
+
+
+def check_ffn_args(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> None:
+    check_float("x", x)
+    check_ndim("x", x, ndim=2)
+    check_float("w1", w1)
+    check_ndim("w1", w1, ndim=2)
+    check_float("w2", w2)
+    check_ndim("w2", w2, ndim=2)
+    check_same_device("w1", w1, "x", x)
+    check_same_device("w2", w2, "x", x)
+    check_same_dtype("w1", w1, "x", x)
+    check_same_dtype("w2", w2, "x", x)
+    hidden, d = w1.shape
+    if x.shape[1] != d:
+        raise ValueError(f"x has {x.shape[1]} features but w1 expects {d} (w1 is [hidden, d] = {tuple(w1.shape)})")
+    if w2.shape != (d, hidden):
+        raise ValueError(f"w2 must be [d, hidden] = ({d}, {hidden}), got {tuple(w2.shape)}")
+    if hidden % GROUP:
+        raise ValueError(f"w1: hidden size must be a multiple of {GROUP} for 2:4 groups, got {hidden}")
+
+
+def squared_relu(y1: torch.Tensor) -> torch.Tensor:
+    r = F.relu(y1)
+    return r * r
+
+
+def dense_ffn(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    return squared_relu(x @ w1.t()) @ w2.t()
+
+
+def _pad_tokens(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    pad = (-t.shape[0]) % multiple
+    return F.pad(t, (0, 0, 0, pad)) if pad else t
+
+
+def featurewise_operand(masked: torch.Tensor, perm: torch.Tensor, dense_features: torch.Tensor) -> torch.Tensor:
+    """`masked` [T, H] with 2:4 along tokens applied except on `dense_features`.
+
+    T may be any size: the token axis is padded with zero tokens up to len(perm),
+    which must be T rounded up to a multiple of 4.
+    """
+    T = masked.shape[0]
+    padded = _pad_tokens(masked, GROUP)
+    keep = featurewise_mask(padded, perm)[:T]
+    keep[:, dense_features] = True
+    return torch.where(keep, masked, torch.zeros((), dtype=masked.dtype, device=masked.device))
+
+
+class SparseSquaredReLUFFN(torch.autograd.Function):
+    """Outputs (y, kept_per_feature [H] int64, nonzeros_before_mask [] int64)."""
+
+    @staticmethod
+    def forward(ctx, x, w1, w2, perm, num_dense: int):
+        y2 = squared_relu(x @ w1.t())
+        m = tokenwise_mask(y2)
+        a = torch.where(m, y2, torch.zeros((), dtype=y2.dtype, device=y2.device))
+        kept = (a != 0).sum(0)
+        nnz = (y2 != 0).sum()
+        ctx.save_for_backward(x, w1, w2, a, m, perm, kept)
+        ctx.num_dense = num_dense
+        ctx.mark_non_differentiable(kept, nnz)
+        return a @ w2.t(), kept, nnz
+
+    @staticmethod
+    def backward(ctx, dy3, _kept_grad, _nnz_grad):
+        x, w1, w2, a, m, perm, kept = ctx.saved_tensors
+        zero = torch.zeros((), dtype=a.dtype, device=a.device)
+        dy2 = dy3 @ w2
+        # relu(y1) at kept positions is sqrt(y2): nothing but `a` is needed from the forward
+        dy1 = torch.where(m, dy2 * 2 * a.sqrt(), zero)
+        dx = dy1 @ w1
+        dense = densest_features(kept, ctx.num_dense)
+        dw1 = featurewise_operand(dy1, perm, dense).t() @ x
+        dw2 = dy3.t() @ featurewise_operand(a, perm, dense)
+        return dx, dw1, dw2, None, None
+
+
+def sparse_ffn(x, w1, w2, perm: torch.Tensor, num_dense: int):
+    """Sparse-mode FFN on [T, d] tokens: returns (y, kept_per_feature, nonzeros_before_mask)."""
+    check_ffn_args(x, w1, w2)
+    T = x.shape[0]
+    expected = T + (-T) % GROUP
+    if perm.shape != (expected,):
+        raise ValueError(f"perm must be a permutation of {expected} tokens (T={T} rounded up to a multiple of {GROUP})")
+    if not 0 <= num_dense <= w1.shape[0]:
+        raise ValueError(f"num_dense must be in [0, hidden={w1.shape[0]}], got {num_dense}")
+    return SparseSquaredReLUFFN.apply(x, w1, w2, perm.to(x.device), num_dense)

@@ -1,0 +1,88 @@
+"""2:4 selection masks: token-wise (forward) and feature-wise (weight gradients).
+
+Policy, shared by every kernel: in each group of 4 keep the 2 largest magnitudes;
+equal magnitudes keep the lower index; NaN counts as larger than any number
+(so it is kept and propagates instead of being silently dropped).
+Every group keeps exactly 2 positions, even when fewer than 2 values are non-zero.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .checks import check_float, check_multiple, check_ndim
+
+GROUP = 4
+
+
+def _rank_key(values: torch.Tensor) -> torch.Tensor:
+    key = values.abs()
+    return torch.where(torch.isnan(key), torch.full_like(key, float("inf")), key)
+
+
+def top2_of_4(groups: torch.Tensor) -> torch.Tensor:
+    """Mask of the 2 winners in each group along the last dim (size 4)."""
+    key = _rank_key(groups)
+    a = key.unsqueeze(-1)  # candidate i
+    b = key.unsqueeze(-2)  # competitor j
+    idx = torch.arange(GROUP, device=groups.device)
+    lower = idx.view(1, GROUP) < idx.view(GROUP, 1)  # [i, j]: j < i
+    # j beats i if strictly larger, or equal with a lower index (inf == inf counts as equal)
+    beaten = (b > a) | ((b == a) & lower)
+    return beaten.sum(-1) < 2
+
+
+def tokenwise_mask(y: torch.Tensor) -> torch.Tensor:
+    """Keep the 2 largest of every 4 consecutive values along the last dimension."""
+    check_float("y", y)
+    check_ndim("y", y, min_ndim=2)
+    check_multiple("y", y.shape[-1], GROUP, "the last (feature) dimension")
+    groups = y.reshape(*y.shape[:-1], y.shape[-1] // GROUP, GROUP)
+    return top2_of_4(groups).reshape(y.shape)
+
+
+def token_permutation(num_tokens: int, seed: int, device=None) -> torch.Tensor:
+    """Fixed random order in which tokens are grouped in fours (a bijection of range(T))."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(num_tokens, generator=gen).to(device)
+
+
+def featurewise_mask(masked: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """2:4 along tokens: per feature, keep the 2 largest of each group of 4 tokens.
+
+    `masked` [T, H] must already carry the forward (token-wise) mask, i.e. be zero
+    where the forward dropped a value: selecting by magnitude on it can then never
+    re-admit a dropped value. Tokens are grouped as perm[0:4], perm[4:8], ...
+    Returns a bool mask [T, H] in the original token order.
+    """
+    check_float("masked", masked)
+    check_ndim("masked", masked, ndim=2)
+    T, H = masked.shape
+    check_multiple("masked", T, GROUP, "the token count (dim 0) for the feature-wise 2:4 path")
+    if perm.shape != (T,):
+        raise ValueError(f"perm must have shape ({T},), got {tuple(perm.shape)}")
+    grouped = masked[perm].reshape(T // GROUP, GROUP, H).transpose(1, 2)  # [T/4, H, 4]
+    keep_grouped = top2_of_4(grouped).transpose(1, 2).reshape(T, H)
+    keep = torch.empty_like(keep_grouped)
+    keep[perm] = keep_grouped
+    return keep
+
+
+def dense_feature_count(hidden: int, fraction: float, multiple: int = 1) -> int:
+    """Number of features left dense: fraction of hidden, rounded up to `multiple`, at most hidden."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"dense_fraction must be in [0, 1], got {fraction}")
+    if fraction == 0.0:
+        return 0
+    n = -(-int(round(fraction * hidden * 1e6)) // 1_000_000)  # ceil, robust to float noise
+    n = -(-n // multiple) * multiple
+    return min(n, hidden)
+
+
+def densest_features(counts: torch.Tensor, num_dense: int) -> torch.Tensor:
+    """Indices of the `num_dense` features with the most non-zeros (ties: lower index), sorted."""
+    if num_dense == 0:
+        return torch.empty(0, dtype=torch.long, device=counts.device)
+    # stable sort on -counts keeps lower indices first among equal counts
+    order = torch.sort(-counts.to(torch.int64), stable=True).indices
+    return order[:num_dense].sort().values

@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+import act24
+from act24 import reference as ref
+
+
+def test_dense_mode_is_the_plain_formula():
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(16, 64)
+    x = torch.randn(2, 8, 16)
+    torch.testing.assert_close(ffn(x), torch.relu(x @ ffn.w1.t()) ** 2 @ ffn.w2.t())
+    assert ffn.w1.shape == (64, 16) and ffn.w2.shape == (16, 64)
+
+
+def test_sparse_mode_runs_the_reference_recipe_on_cpu():
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(16, 64, sparse=True, perm_seed=3, dense_fraction=0.1)
+    x = torch.randn(2, 10, 16, dtype=torch.float64, requires_grad=True)
+    ffn.double()
+    y = ffn(x)
+    y.sum().backward()
+    x2 = x.detach().reshape(-1, 16)
+    perm = ref.token_permutation(20, seed=3)
+    num_dense = ref.dense_feature_count(64, 0.1)
+    w1, w2 = (p.detach().clone().requires_grad_() for p in (ffn.w1, ffn.w2))
+    xe = x2.clone().requires_grad_()
+    ye, _, _ = ref.sparse_ffn(xe, w1, w2, perm, num_dense)
+    ye.sum().backward()
+    assert torch.equal(y.reshape(-1, 16), ye)
+    assert torch.equal(x.grad.reshape(-1, 16), xe.grad)
+    assert torch.equal(ffn.w1.grad, w1.grad) and torch.equal(ffn.w2.grad, w2.grad)
+
+
+def test_permutation_is_fixed_per_module_and_seedable():
+    a = act24.SquaredReLUFFN(8, 16, perm_seed=1)
+    b = act24.SquaredReLUFFN(8, 16, perm_seed=1)
+    p = a.token_permutation(64, torch.device("cpu"))
+    assert torch.equal(p, a.token_permutation(64, torch.device("cpu")))
+    assert torch.equal(p, b.token_permutation(64, torch.device("cpu")))
+    assert a.token_permutation(63, torch.device("cpu")).shape == (64,)  # padded to a multiple of 4
+    torch.manual_seed(0)
+    c = act24.SquaredReLUFFN(8, 16)
+    torch.manual_seed(0)
+    d = act24.SquaredReLUFFN(8, 16)
+    assert c.perm_seed == d.perm_seed
+
+
+def test_autocast_bfloat16_on_cpu():
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(16, 64, sparse=True)
+    x = torch.randn(32, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ffn(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert ffn.w1.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+    y32 = ref.sparse_ffn(x.detach(), ffn.w1.detach(), ffn.w2.detach(), ffn.token_permutation(32, x.device), 4)[0]
+    assert (y.float() - y32).norm() / y32.norm() < 3e-2
+
+
+def test_stats_and_hooks():
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(16, 64, track_stats=True)
+    seen = []
+    handle = ffn.register_stats_hook(lambda mod, stats: seen.append(stats))
+    x = torch.randn(40, 16)
+    ffn(x)
+    s = ffn.last_stats
+    y2 = torch.relu(x @ ffn.w1.t()) ** 2
+    assert s.tokens == 40
+    assert s.activation_sparsity == pytest.approx(float((y2 == 0).float().mean()))
+    assert 0 <= s.dropped_fraction < 1 and s.feature_density.shape == (64,)
+    ffn.sparse = True
+    ffn(x)
+    assert ffn.last_stats.dropped_fraction == pytest.approx(s.dropped_fraction)
+    assert len(seen) == 2
+    handle.remove()
+    ffn(x)
+    assert len(seen) == 2
+
+
+def test_module_bad_input():
+    with pytest.raises(ValueError, match="hidden must be a multiple of 4"):
+        act24.SquaredReLUFFN(8, 30)
+    with pytest.raises(ValueError, match="dense_fraction"):
+        act24.SquaredReLUFFN(8, 32, dense_fraction=2.0)
+    ffn = act24.SquaredReLUFFN(8, 32)
+    with pytest.raises(ValueError, match="last dimension must be d=8"):
+        ffn(torch.randn(4, 7))
+    with pytest.raises(ValueError, match="1-D"):
+        ffn(torch.randn(8))
+    with pytest.raises(TypeError, match="floating dtype"):
+        ffn(torch.ones(4, 8, dtype=torch.long))
+    with pytest.raises(TypeError, match="w1 has dtype"):
+        ffn(torch.randn(4, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="is on meta"):
+        ffn.to("meta")(torch.randn(4, 8))
