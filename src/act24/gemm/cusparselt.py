@@ -1,0 +1,123 @@
+"""2:4 sparse GEMM through cuSPARSELt (`torch._cslt_sparse_mm`).
+
+out[M, N] = A[M, K] @ B[K, N] where A is 2:4 sparse along K and given packed in
+cuSPARSELt's layout (M*K*9/16 elements). The best algorithm differs per shape and
+some raise on some shapes, so each (shape, dtype, layout, device) is timed once
+over every algorithm that runs, and the fastest is cached. `transpose_result` is
+never used: it measured slower than dense on the H200.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    alg_id: int
+    split_k: int = 1
+    split_k_mode: int = -1
+
+
+class NoAlgorithmError(RuntimeError):
+    pass
+
+
+_cache: dict[tuple, Algorithm] = {}
+
+
+def packed_numel(rows: int, cols: int) -> int:
+    """Elements of the packed form of a 16-bit [rows, cols] 2:4 operand (values + metadata)."""
+    return rows * cols * 9 // 16
+
+
+def _b_layout(b: torch.Tensor) -> str:
+    if b.is_contiguous():
+        return "row"
+    if b.t().is_contiguous():
+        return "col"
+    raise ValueError(
+        f"dense operand must be contiguous or the transpose of a contiguous tensor, got strides {b.stride()}"
+    )
+
+
+_SCHEMA_ARGS = {a.name for a in torch.ops.aten._cslt_sparse_mm.default._schema.arguments}
+
+
+def _run(packed, b, alg: Algorithm) -> torch.Tensor:
+    kwargs = {"alg_id": alg.alg_id}
+    if alg.split_k != 1:  # split-K arguments changed names across torch versions
+        kwargs["split_k"] = alg.split_k
+        if "split_k_mode" in _SCHEMA_ARGS:
+            kwargs["split_k_mode"] = alg.split_k_mode
+        elif "split_k_one_kernel" in _SCHEMA_ARGS:
+            kwargs["split_k_one_kernel"] = bool(alg.split_k_mode)
+    return torch._cslt_sparse_mm(packed, b, **kwargs)
+
+
+def _time_ms(fn: Callable[[], object], reps: int = 5) -> float:
+    fn()  # warm-up: plan creation, workspace
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def choose_fastest(candidates: Iterable[Algorithm], time_candidate: Callable[[Algorithm], float]) -> Algorithm:
+    """The candidate with the lowest time; candidates that raise are skipped."""
+    best, best_ms, errors = None, float("inf"), []
+    for alg in candidates:
+        try:
+            ms = time_candidate(alg)
+        except RuntimeError as e:  # cuSPARSELt reports unsupported configurations as errors
+            errors.append(f"{alg}: {str(e).splitlines()[0]}")
+            continue
+        if ms < best_ms:
+            best, best_ms = alg, ms
+    if best is None:
+        raise NoAlgorithmError("no cuSPARSELt algorithm runs for this problem: " + "; ".join(errors[:3]))
+    return best
+
+
+def _candidates(packed, b) -> list[Algorithm]:
+    searched = torch._C._cusparselt.mm_search(packed, b, None, None, None, False)
+    # (alg_id, split_k, split_k_mode or one-kernel flag, number of algorithms)
+    first = Algorithm(int(searched[0]), int(searched[1]), int(searched[2]) if len(searched) > 3 else -1)
+    max_alg = int(searched[-1]) if len(searched) > 3 else first.alg_id + 1
+    plain = [Algorithm(a) for a in range(max(max_alg, 1))]
+    return [first] + [a for a in plain if a != first]
+
+
+def algorithm_for(packed: torch.Tensor, b: torch.Tensor, m: int) -> Algorithm:
+    key = (m, b.shape[0], b.shape[1], b.dtype, _b_layout(b), b.device)
+    alg = _cache.get(key)
+    if alg is None:
+        try:
+            cands = _candidates(packed, b)
+        except RuntimeError:  # the search itself can fail on some shapes
+            cands = [Algorithm(a) for a in range(4)]
+        alg = _cache[key] = choose_fastest(cands, lambda a: _time_ms(lambda: _run(packed, b, a)))
+    return alg
+
+
+def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
+    """A @ B for the packed 2:4 operand A [m, K] and dense B [K, N] (row- or column-major)."""
+    k = b.shape[0]
+    if packed.numel() != packed_numel(m, k):
+        raise ValueError(f"packed operand has {packed.numel()} elements, expected {packed_numel(m, k)} for [{m}, {k}]")
+    if packed.dtype != b.dtype:
+        raise TypeError(f"packed operand is {packed.dtype} but the dense operand is {b.dtype}")
+    return _run(packed, b, algorithm_for(packed, b, m))
+
+
+def clear_cache() -> None:
+    _cache.clear()
