@@ -1,0 +1,1 @@
+"""Triton kernels, one topic per file, each with its host wrapper."""

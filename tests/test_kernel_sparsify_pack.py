@@ -1,0 +1,62 @@
+"""The fused ReLU² + 2:4 + pack kernel against the reference (interpreter on CPU, real on GPU)."""
+
+import pytest
+import torch
+
+from act24 import reference as ref
+from act24.reference.cusparselt_layout import compress_reference, from_cusparselt_layout
+from conftest import relu2_inputs
+
+pytest.importorskip("triton")
+from act24.kernels.sparsify_pack import sparsify_pack  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _expected(y1):
+    y2 = ref.squared_relu(y1)
+    a = torch.where(ref.tokenwise_mask(y2), y2, torch.zeros((), dtype=y1.dtype))
+    return y2, a
+
+
+def _bits(t):
+    return t.contiguous().view(torch.int16)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M,K,rows_per_program", [(64, 64, 1), (128, 192, 1), (192, 128, 2), (64, 256, 1)])
+def test_packed_bytes_equal_the_reference(M, K, rows_per_program, dtype):
+    y1 = relu2_inputs(M, K, dtype, seed=M * 7 + K).to(DEVICE)
+    out = sparsify_pack(y1, rows_per_program=rows_per_program)
+    y2, a = _expected(y1.cpu())
+    assert torch.equal(_bits(out.packed.cpu()), _bits(compress_reference(a).reshape(-1)))
+    # decoded operand is the masked activation, NaN and Inf included
+    vals, idx = from_cusparselt_layout(out.packed.cpu().reshape(M, -1), M, K)
+    dense = ref.decompress(ref.CompressedOperand(vals, idx))
+    assert torch.equal(dense.isnan(), a.isnan())
+    assert torch.equal(dense.nan_to_num(), a.nan_to_num())
+    assert out.kept_per_feature.cpu().tolist() == (a != 0).sum(0).tolist()
+    assert out.nonzeros_per_feature.cpu().tolist() == (y2 != 0).sum(0).tolist()
+
+
+def test_input_policy_nan_inf_negative():
+    y1 = torch.full((64, 64), -1.0, dtype=torch.bfloat16)
+    y1[0, :8] = torch.tensor([float("nan"), 2.0, 3.0, 1.0, float("inf"), -float("inf"), 2.0, 2.0])
+    out = sparsify_pack(y1.to(DEVICE))
+    vals, idx = from_cusparselt_layout(out.packed.cpu().reshape(64, -1), 64, 64)
+    assert idx[0, :4].tolist() == [0, 2, 0, 2]  # NaN ranks first; inf beats 4.0; -inf is 0 after relu
+    assert vals[0, 0].isnan() and vals[0, 1] == 9.0 and vals[0, 2] == float("inf") and vals[0, 3] == 4.0
+    assert idx[1, :2].tolist() == [2, 3]  # an all-zero group names positions 2, 3 like cuSPARSELt
+
+
+def test_bad_input_is_rejected_with_the_rule():
+    with pytest.raises(TypeError, match="bfloat16 or float16"):
+        sparsify_pack(torch.randn(64, 64, device=DEVICE))
+    with pytest.raises(ValueError, match="row \\(token\\) count must be a multiple of 64"):
+        sparsify_pack(torch.randn(48, 64, device=DEVICE, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="column \\(hidden\\) count must be a multiple of 64"):
+        sparsify_pack(torch.randn(64, 96, device=DEVICE, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="unit stride"):
+        sparsify_pack(torch.randn(128, 64, device=DEVICE, dtype=torch.bfloat16).t())
+    with pytest.raises(ValueError, match="must be 2-D"):
+        sparsify_pack(torch.randn(64, device=DEVICE, dtype=torch.bfloat16))
