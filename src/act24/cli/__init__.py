@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from . import info
+from . import bench, info
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info.add_parser(sub)
+    bench.add_parser(sub)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -19,7 +20,7 @@ def cusparselt_version() -> int | None:
     try:
         if torch.backends.cusparselt.is_available():
             return torch.backends.cusparselt.version()
-    except Exception:  # older builds without the module
+    except Exception:  # builds without the module
         pass
     return None
 
@@ -32,24 +33,66 @@ def triton_version() -> str | None:
     return triton.__version__
 
 
-@functools.lru_cache(maxsize=None)
-def backend_for(device: torch.device) -> Backend:
-    if device.type != "cuda":
-        return Backend("reference", f"{device.type} device: the pure-PyTorch reference runs the sparse recipe")
-    major, minor = torch.cuda.get_device_capability(device)
+def packer_self_check(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Pack a probe with the kernel and with `torch._cslt_compress`; None if byte-identical, else why not."""
+    from ..kernels.sparsify_pack import sparsify_pack
+    from ..reference import squared_relu, tokenwise_mask
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    y1 = torch.randn(256, 512, device=device, generator=gen).to(dtype)
+    y1[:64] -= 1.5  # sparse rows: groups with 0 and 1 non-zeros
+    y1[64:68, :16] = 1.0  # ties
+    y2 = squared_relu(y1)
+    a = torch.where(tokenwise_mask(y2), y2, torch.zeros((), dtype=dtype, device=device))
+    try:
+        ours = sparsify_pack(y1).packed
+        theirs = torch._cslt_compress(a).reshape(-1)
+    except Exception as e:  # a kernel that cannot compile or run here
+        return f"the packer failed its self-check: {type(e).__name__}: {e}"
+    if ours.numel() != theirs.numel() or not torch.equal(ours.view(torch.int16), theirs.view(torch.int16)):
+        return f"the packer's layout differs from torch._cslt_compress (cuSPARSELt {cusparselt_version()})"
+    return None
+
+
+def decide_cuda_backend(
+    capability: tuple[int, int],
+    cusparselt: int | None,
+    triton: str | None,
+    self_check: Callable[[], str | None],
+) -> Backend:
+    major, minor = capability
     if (major, minor) != (9, 0):
         return Backend("dense-fallback", f"compute capability {major}.{minor}: the fast kernels target sm90 (H100/H200)")
-    if cusparselt_version() is None:
+    if cusparselt is None:
         return Backend("dense-fallback", "this PyTorch build has no cuSPARSELt")
-    if triton_version() is None:
+    if triton is None:
         return Backend("dense-fallback", "Triton is not installed")
-    return Backend("dense-fallback", "the fast sm90 kernels are not part of this version yet")
+    problem = self_check()
+    if problem is not None:
+        return Backend("dense-fallback", problem)
+    return Backend("cusparselt", f"sm90 with cuSPARSELt {cusparselt} and Triton {triton}; packer self-check passed")
+
+
+@functools.lru_cache(maxsize=None)
+def backend_for(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> Backend:
+    if device.type != "cuda":
+        return Backend("reference", f"{device.type} device: the pure-PyTorch reference runs the sparse recipe")
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if dtype not in (torch.bfloat16, torch.float16):
+        return Backend("dense-fallback", f"{dtype} activations: 2:4 tensor cores take bfloat16/float16 (use autocast)")
+    return decide_cuda_backend(
+        torch.cuda.get_device_capability(device),
+        cusparselt_version(),
+        triton_version(),
+        lambda: packer_self_check(device, dtype),
+    )
 
 
 _warned: set[str] = set()
 
 
-def warn_fallback_once(backend: Backend) -> None:
-    if backend.name == "dense-fallback" and backend.reason not in _warned:
-        _warned.add(backend.reason)
-        warnings.warn(f"act24: sparse FFN runs densely ({backend.reason})", RuntimeWarning, stacklevel=3)
+def warn_fallback_once(reason: str) -> None:
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"act24: sparse FFN runs densely ({reason})", RuntimeWarning, stacklevel=4)

@@ -12,6 +12,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .. import reference as ref
 from ..reference.checks import check_float, check_ndim
+from . import dispatch
 from .backend import backend_for, warn_fallback_once
 
 
@@ -98,7 +99,7 @@ class SquaredReLUFFN(nn.Module):
         want_stats = self.track_stats or bool(self._stats_hooks)
         with torch.autocast(x.device.type, enabled=False):
             y, counts = self._run(x2, w1, w2, want_stats)
-        if counts is not None:
+        if want_stats and counts is not None:
             stats = ref.FFNStats.from_counts(x2.shape[0], *counts)
             self.last_stats = stats
             for hook in list(self._stats_hooks.values()):
@@ -107,15 +108,36 @@ class SquaredReLUFFN(nn.Module):
 
     def _run(self, x, w1, w2, want_stats):
         ref.check_ffn_args(x, w1, w2)
-        backend = backend_for(x.device)
-        if self.sparse and backend.name == "reference":
-            num_dense = ref.dense_feature_count(self.hidden, self.dense_fraction)
-            perm = self.token_permutation(x.shape[0], x.device)
-            y, kept, nnz = ref.sparse_ffn(x, w1, w2, perm, num_dense)
-            return y, (kept, nnz)
-        if self.sparse:
-            warn_fallback_once(backend)
-        y1 = x @ w1.t()
-        y2 = ref.squared_relu(y1)
+        if not self.sparse:
+            return self._dense(x, w1, w2, want_stats)
+        backend = backend_for(x.device, x.dtype)
+        if backend.name == "reference":
+            return self._reference_sparse(x, w1, w2)
+        if backend.name == "dense-fallback":
+            warn_fallback_once(backend.reason)
+            return self._dense(x, w1, w2, want_stats)
+        from . import fast_forward  # needs Triton: imported only on the fast backend
+
+        problem = fast_forward.supports(x, w1)
+        if problem is not None:
+            warn_fallback_once(problem)
+            return self._dense(x, w1, w2, want_stats)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, w2))
+        if needs_grad:
+            return self._reference_sparse(x, w1, w2)
+        if not dispatch.use_sparse(x.shape[0], self.d, self.hidden):
+            return self._dense(x, w1, w2, want_stats)
+        y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2)
+        return y, (kept, nonzeros.sum())
+
+    def _reference_sparse(self, x, w1, w2):
+        num_dense = ref.dense_feature_count(self.hidden, self.dense_fraction)
+        perm = self.token_permutation(x.shape[0], x.device)
+        y, kept, nnz = ref.sparse_ffn(x, w1, w2, perm, num_dense)
+        return y, (kept, nnz)
+
+    @staticmethod
+    def _dense(x, w1, w2, want_stats):
+        y2 = ref.squared_relu(x @ w1.t())
         counts = ref.activation_counts(y2.detach()) if want_stats else None
         return y2 @ w2.t(), counts

@@ -59,7 +59,7 @@ def _run(packed, b, alg: Algorithm) -> torch.Tensor:
     return torch._cslt_sparse_mm(packed, b, **kwargs)
 
 
-def _time_ms(fn: Callable[[], object], reps: int = 5) -> float:
+def _time_ms(fn: Callable[[], object], reps: int = 3) -> float:
     fn()  # warm-up: plan creation, workspace
     times = []
     for _ in range(reps):

@@ -161,7 +161,8 @@ def check_sparsify_input(y1: torch.Tensor) -> None:
         raise ValueError(f"y1 must have unit stride along its last dimension, got strides {y1.stride()}")
 
 
-def sparsify_pack(y1: torch.Tensor, *, rows_per_program: int = 1, cols_per_program: int = 4) -> PackedActivation:
+def sparsify_pack(y1: torch.Tensor, *, rows_per_program: int = 1, cols_per_program: int = 4,
+                  num_warps: int = 4) -> PackedActivation:
     """Pack relu(y1)**2 under the token-wise 2:4 mask for `torch._cslt_sparse_mm`, counting per feature."""
     check_sparsify_input(y1)
     M, K = y1.shape
@@ -172,6 +173,6 @@ def sparsify_pack(y1: torch.Tensor, *, rows_per_program: int = 1, cols_per_progr
     grid = (triton.cdiv(M, ROW_BLOCK * rows_per_program), K // (COL_BLOCK * cols_per_program))
     _sparsify_pack_kernel[grid](
         y1, packed[: M * K // 2], packed[M * K // 2 :].view(torch.int16), counts[0], counts[1], y1.stride(0), M, K,
-        RB=rows_per_program, CB=cols_per_program,
+        RB=rows_per_program, CB=cols_per_program, num_warps=num_warps,
     )
     return PackedActivation(packed, M, K, counts[0], counts[1])

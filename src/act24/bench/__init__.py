@@ -1,0 +1,1 @@
+"""Benchmarks: dense vs sparse in one process, medians of CUDA-event timings."""

@@ -1,0 +1,84 @@
+"""FFN forward: dense eager, dense torch.compile, act24 sparse; and the packer alone.
+
+Inputs: x ~ N(0, 1) except one coordinate fixed at 1.0, W1 ~ N(0, 1/d) with that
+coordinate's column set to -1.28, so ~90% of relu(x @ W1.T)**2 is zero, as in a
+trained Squared-ReLU FFN; W2 ~ N(0, 1/hidden). The packer is also timed on plain
+random y1 (~50% zeros).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import functional
+from .common import median_ms
+
+TOKENS = (2048, 4096, 8192, 16384, 32768)
+SHAPES = ((2048, 8192), (4096, 16384), (8192, 32768))
+SPARSE_BIAS = -1.28  # Phi(-1.28) ~ 0.10: ~90% of pre-activations negative
+
+
+def realistic_operands(T: int, d: int, hidden: int, dtype=torch.bfloat16, seed: int = 0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(T, d, device="cuda", generator=g)
+    x[:, 0] = 1.0
+    w1 = torch.randn(hidden, d, device="cuda", generator=g) / d**0.5
+    w1[:, 0] = SPARSE_BIAS
+    w2 = torch.randn(d, hidden, device="cuda", generator=g) / hidden**0.5
+    return x.to(dtype), w1.to(dtype), w2.to(dtype)
+
+
+def dense_ffn(x, w1, w2):
+    return F.relu(x @ w1.t()).square() @ w2.t()
+
+
+def _packer_row(y1: torch.Tensor) -> tuple[float, float]:
+    T, H = y1.shape
+    ms = median_ms(lambda: functional.sparsify_pack(y1))
+    moved = T * H * y1.element_size() + T * H * 9 // 8 + 2 * H * 4  # read y1; write packed + counts
+    return ms, moved / ms / 1e6
+
+
+def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
+    compiled = torch.compile(dense_ffn, dynamic=True)
+    rows = []
+    for d, hidden in shapes:
+        for T in tokens:
+            x, w1, w2 = realistic_operands(T, d, hidden)
+            with torch.inference_mode():
+                y_dense = dense_ffn(x, w1, w2)
+                y_sparse = functional.sparse_ffn_forward(x, w1, w2)
+                rel_err = ((y_sparse.float() - y_dense.float()).norm() / y_dense.float().norm()).item()
+                y1 = x @ w1.t()
+                act_sparsity = (y1 <= 0).float().mean().item()
+                eager = median_ms(lambda: dense_ffn(x, w1, w2))
+                comp = median_ms(lambda: compiled(x, w1, w2))
+                sparse = median_ms(lambda: functional.sparse_ffn_forward(x, w1, w2))
+                pack_ms, pack_gbps = _packer_row(y1)
+                rand_ms, rand_gbps = _packer_row(torch.randn_like(y1))
+                gemm1 = median_ms(lambda: x @ w1.t())
+            row = {
+                "T": T, "d": d, "H": hidden,
+                "dense_eager_ms": eager, "dense_compiled_ms": comp, "sparse_ms": sparse,
+                "speedup_vs_compiled": comp / sparse, "speedup_vs_eager": eager / sparse,
+                "sparsify_ms": pack_ms, "sparsify_GBps": pack_gbps,
+                "sparsify_random_ms": rand_ms, "sparsify_random_GBps": rand_gbps,
+                "gemm1_ms": gemm1, "activation_sparsity": act_sparsity,
+                "rel_diff_vs_dense": rel_err,
+            }
+            rows.append(row)
+            if progress:
+                progress(row)
+            del x, w1, w2, y1, y_dense, y_sparse
+            torch.cuda.empty_cache()
+    return rows
+
+
+COLUMNS = [
+    ("T", "T", "d"), ("d", "d", "d"), ("H", "H", "d"),
+    ("dense_eager_ms", "eager ms", ".3f"), ("dense_compiled_ms", "compiled ms", ".3f"),
+    ("sparse_ms", "act24 ms", ".3f"), ("speedup_vs_compiled", "x compiled", ".3f"),
+    ("sparsify_ms", "pack ms", ".3f"), ("sparsify_GBps", "pack GB/s", ".0f"),
+    ("sparsify_random_GBps", "pack GB/s (rand)", ".0f"),
+]

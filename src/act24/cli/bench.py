@@ -1,0 +1,32 @@
+"""`act24 bench ffn`: dense vs sparse FFN timings on the GPU, written to results/."""
+
+from __future__ import annotations
+
+import sys
+
+
+def run(args) -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("act24 bench needs a CUDA GPU (this machine has none)", file=sys.stderr)
+        return 2
+    from ..bench import common, ffn_forward
+
+    tokens = tuple(args.tokens) if args.tokens else ffn_forward.TOKENS
+    shapes = tuple(tuple(s) for s in args.shape) if args.shape else ffn_forward.SHAPES
+    rows = ffn_forward.forward_rows(tokens, shapes, progress=lambda r: print(
+        f"T={r['T']} d={r['d']} H={r['H']}: {r['speedup_vs_compiled']:.3f}x vs compiled", flush=True))
+    path = common.write_result(args.out, "ffn_forward", {**common.header(), "rows": rows})
+    common.print_table(rows, ffn_forward.COLUMNS)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks (GPU): dense vs act24 sparse")
+    p.add_argument("what", choices=["ffn"], help="ffn: the FFN forward")
+    p.add_argument("--tokens", type=int, nargs="+", help="token counts (default: 2048 ... 32768)")
+    p.add_argument("--shape", type=int, nargs=2, action="append", metavar=("D", "H"), help="model dim and hidden size")
+    p.add_argument("--out", default="results", help="folder for the JSON results (default: results)")
+    p.set_defaults(run=run)

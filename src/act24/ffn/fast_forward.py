@@ -1,0 +1,34 @@
+"""The sparse FFN forward on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import ops
+from ..kernels.sparsify_pack import ROW_BLOCK
+
+HIDDEN_MULTIPLE = 64  # the packer's metadata block
+MODEL_MULTIPLE = 16  # cuSPARSELt's dense-operand alignment
+
+
+def supports(x: torch.Tensor, w1: torch.Tensor) -> str | None:
+    """None if the fast forward can run these operands, else the reason it cannot."""
+    if x.dtype not in (torch.bfloat16, torch.float16):
+        return f"{x.dtype} operands: 2:4 tensor cores take bfloat16/float16 (use autocast or .to(torch.bfloat16))"
+    hidden, d = w1.shape
+    if hidden % HIDDEN_MULTIPLE:
+        return f"hidden={hidden} is not a multiple of {HIDDEN_MULTIPLE}"
+    if d % MODEL_MULTIPLE:
+        return f"d={d} is not a multiple of {MODEL_MULTIPLE}"
+    return None
+
+
+def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor):
+    """y = (relu(x @ w1.T)**2 * m) @ w2.T; returns (y, kept per feature, non-zeros per feature)."""
+    T = x.shape[0]
+    pad = (-T) % ROW_BLOCK  # zero tokens give zero activations: padding changes nothing
+    y1 = (F.pad(x, (0, 0, 0, pad)) if pad else x) @ w1.t()
+    packed, kept, nonzeros = ops.sparsify_pack(y1)
+    y = ops.sparse_mm(packed, w2.t(), T + pad)
+    return (y[:T] if pad else y), kept, nonzeros

@@ -1,0 +1,55 @@
+import warnings
+
+import pytest
+import torch
+
+import act24
+from act24.ffn import backend as B
+from act24.ffn import dispatch
+
+
+def _decide(capability=(9, 0), cusparselt=800, triton="3.6.0", problem=None):
+    return B.decide_cuda_backend(capability, cusparselt, triton, lambda: problem)
+
+
+def test_decision_on_cuda_machines():
+    assert _decide().name == "cusparselt"
+    assert "8.0" in _decide(capability=(8, 0)).reason
+    assert "cuSPARSELt" in _decide(cusparselt=None).reason
+    assert "Triton" in _decide(triton=None).reason
+    bad = _decide(problem="the packer's layout differs from torch._cslt_compress")
+    assert bad.name == "dense-fallback" and "differs" in bad.reason
+
+
+def test_failed_self_check_falls_back_to_dense_with_one_warning(monkeypatch):
+    # a machine whose cuSPARSELt layout changed: the module must run densely and say so once
+    monkeypatch.setattr(B, "_warned", set())
+    fallback = _decide(problem="the packer's layout differs from torch._cslt_compress (cuSPARSELt 900)")
+    monkeypatch.setattr("act24.ffn.module.backend_for", lambda device, dtype: fallback)
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(16, 64, sparse=True)
+    x = torch.randn(8, 16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y1 = ffn(x)
+        y2 = ffn(x)
+    assert len(caught) == 1 and "differs" in str(caught[0].message)
+    dense = torch.relu(x @ ffn.w1.t()) ** 2 @ ffn.w2.t()
+    assert torch.equal(y1, dense) and torch.equal(y2, dense)
+
+
+def test_cpu_uses_the_reference():
+    assert B.backend_for(torch.device("cpu")).name == "reference"
+
+
+def test_dispatch_threshold():
+    old = dispatch.sparse_threshold()
+    try:
+        dispatch.set_sparse_threshold(100)
+        assert dispatch.use_sparse(10, 10, 1) and not dispatch.use_sparse(9, 10, 1)
+        with pytest.raises(ValueError, match=">= 0"):
+            dispatch.set_sparse_threshold(-1)
+    finally:
+        dispatch.set_sparse_threshold(old)
+    assert not dispatch.use_sparse(1, 4096, 16384)  # decode stays dense
+    assert dispatch.use_sparse(16384, 4096, 16384)
