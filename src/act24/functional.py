@@ -18,7 +18,7 @@ def sparsify_pack(y1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     """Pack relu(y1)**2 under the token-wise 2:4 mask for cuSPARSELt.
 
     y1: [T, H] bfloat16/float16 on an sm90 GPU, T and H multiples of 64.
-    Returns (packed [T*H*9/16], kept non-zeros per feature [H], non-zeros per feature [H]).
+    Returns (packed [T, H*9/16], kept non-zeros per feature [H], non-zeros per feature [H]).
     """
     _require_fast(y1)
     from . import ops

@@ -1,7 +1,7 @@
 """2:4 sparse GEMM through cuSPARSELt (`torch._cslt_sparse_mm`).
 
 out[M, N] = A[M, K] @ B[K, N] where A is 2:4 sparse along K and given packed in
-cuSPARSELt's layout (M*K*9/16 elements). The best algorithm differs per shape and
+cuSPARSELt's layout ([M, K*9/16], as `torch._cslt_compress` returns it). The best algorithm differs per shape and
 some raise on some shapes, so each (shape, dtype, layout, device) is timed once
 over every algorithm that runs, and the fastest is cached. `transpose_result` is
 never used: it measured slower than dense on the H200.
@@ -28,11 +28,6 @@ class NoAlgorithmError(RuntimeError):
 
 
 _cache: dict[tuple, Algorithm] = {}
-
-
-def packed_numel(rows: int, cols: int) -> int:
-    """Elements of the packed form of a 16-bit [rows, cols] 2:4 operand (values + metadata)."""
-    return rows * cols * 9 // 16
 
 
 def _b_layout(b: torch.Tensor) -> str:
@@ -112,8 +107,8 @@ def algorithm_for(packed: torch.Tensor, b: torch.Tensor, m: int) -> Algorithm:
 def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
     """A @ B for the packed 2:4 operand A [m, K] and dense B [K, N] (row- or column-major)."""
     k = b.shape[0]
-    if packed.numel() != packed_numel(m, k):
-        raise ValueError(f"packed operand has {packed.numel()} elements, expected {packed_numel(m, k)} for [{m}, {k}]")
+    if packed.shape != (m, k * 9 // 16):
+        raise ValueError(f"packed operand must have shape ({m}, {k * 9 // 16}) for a [{m}, {k}] matrix, got {tuple(packed.shape)}")
     if packed.dtype != b.dtype:
         raise TypeError(f"packed operand is {packed.dtype} but the dense operand is {b.dtype}")
     return _run(packed, b, algorithm_for(packed, b, m))

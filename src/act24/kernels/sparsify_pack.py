@@ -25,6 +25,7 @@ import triton.language as tl
 from ..reference.checks import check_multiple, check_ndim
 
 ROW_BLOCK, COL_BLOCK = 64, 32  # one metadata block
+_TL_DTYPE = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -51,106 +52,124 @@ def _beats(kj, ki):
 
 
 @triton.jit
-def _select(y, R: tl.constexpr, C: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
-    """relu² and 2:4 selection of a [R, C] tile: (value0, value1, nibble [R, C/4], kept non-zeros, non-zeros [R, C])."""
-    yf = y.to(tl.float32)
-    r = tl.where(yf < 0, 0.0, yf)  # keeps NaN, like torch.relu
-    y2 = _round_to(r * r, y.dtype, INTEGER_ROUNDING)
-    lo, hi = tl.split(tl.reshape(y2, (R, C // 4, 2, 2)))
-    e0, e2 = tl.split(lo)
-    e1, e3 = tl.split(hi)
+def _element(word, i: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
+    """Element i of a group of four 16-bit values held in one int64: relu² (fp32, rounded to DTYPE)."""
+    y = (word >> (16 * i)).to(tl.int16).to(DTYPE, bitcast=True).to(tl.float32)
+    r = tl.where(y < 0, 0.0, y)  # keeps NaN, like torch.relu
+    return _round_to(r * r, DTYPE, INTEGER_ROUNDING)
+
+
+@triton.jit
+def _bits16(v, DTYPE: tl.constexpr):
+    return v.to(DTYPE).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _subtile(y1_ptr, vals_ptr, row_words, M, K, row0, col0, h: tl.constexpr, j: tl.constexpr,
+             CB: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
+    """Groups (rows 16s + 8h + i, groups 8c + 4j + q) of a 64-row block, one group of 4 per int64.
+
+    Returns the nibbles [32, 4*CB] and, per position p in the group, kept and non-zero
+    counts summed over the rows ([4*CB] each), with no data exchanged between threads.
+    """
+    a = tl.arange(0, 32)
+    rows = row0 + (a // 8) * 16 + 8 * h + (a % 8)
+    b = tl.arange(0, 4 * CB)
+    groups = col0 // 4 + (b // 4) * 8 + 4 * j + (b % 4)
+    in_rows = rows < M
+    word = tl.load(y1_ptr + rows[:, None].to(tl.int64) * row_words + groups[None, :], mask=in_rows[:, None], other=0)
+    e0 = _element(word, 0, DTYPE, INTEGER_ROUNDING)
+    e1 = _element(word, 1, DTYPE, INTEGER_ROUNDING)
+    e2 = _element(word, 2, DTYPE, INTEGER_ROUNDING)
+    e3 = _element(word, 3, DTYPE, INTEGER_ROUNDING)
     # ranking keys: NaN above every number
     k0 = tl.where(e0 != e0, float("inf"), e0)
     k1 = tl.where(e1 != e1, float("inf"), e1)
     k2 = tl.where(e2 != e2, float("inf"), e2)
     k3 = tl.where(e3 != e3, float("inf"), e3)
-    b01 = _beats(k0, k1)
-    b02 = _beats(k0, k2)
-    b03 = _beats(k0, k3)
-    b12 = _beats(k1, k2)
-    b13 = _beats(k1, k3)
-    b23 = _beats(k2, k3)
-    one = tl.full(b01.shape, 1, tl.int32)
-    keep0 = (one - b01 + one - b02 + one - b03) < 2
-    keep1 = (b01.to(tl.int32) + one - b12 + one - b13) < 2
-    keep2 = (b02.to(tl.int32) + b12 + one - b23) < 2
-    keep3 = (b03.to(tl.int32) + b13 + b23) < 2
+    b01 = _beats(k0, k1).to(tl.int32)
+    b02 = _beats(k0, k2).to(tl.int32)
+    b03 = _beats(k0, k3).to(tl.int32)
+    b12 = _beats(k1, k2).to(tl.int32)
+    b13 = _beats(k1, k3).to(tl.int32)
+    b23 = _beats(k2, k3).to(tl.int32)
+    keep0 = (b01 + b02 + b03) > 1  # rank < 2: beats at least 2 of the other 3
+    keep1 = (b12 + b13 - b01) > 0  # rank b01 + (1 - b12) + (1 - b13) < 2
+    keep2 = (b02 + b12 + 1 - b23) < 2  # rank = how many positions beat it
+    keep3 = (b03 + b13 + b23) < 2
     v0 = tl.where(keep0, e0, tl.where(keep1, e1, e2))
     v1 = tl.where(keep3, e3, tl.where(keep2, e2, e1))
+    tl.store(vals_ptr + rows[:, None].to(tl.int64) * (K // 4) + groups[None, :],
+             _bits16(v0, DTYPE) | (_bits16(v1, DTYPE) << 16), mask=in_rows[:, None])
     nibble = tl.where(keep0, 0, tl.where(keep1, 1, 2)) | (tl.where(keep3, 3, tl.where(keep2, 2, 1)) << 2)
     nz0, nz1, nz2, nz3 = e0 != 0, e1 != 0, e2 != 0, e3 != 0
-    kept = tl.reshape(tl.join(tl.join(keep0 & nz0, keep2 & nz2), tl.join(keep1 & nz1, keep3 & nz3)), (R, C))
-    nonzero = tl.reshape(tl.join(tl.join(nz0, nz2), tl.join(nz1, nz3)), (R, C))
-    return v0, v1, nibble, kept, nonzero
+    kept = (tl.sum((keep0 & nz0).to(tl.int32), 0), tl.sum((keep1 & nz1).to(tl.int32), 0),
+            tl.sum((keep2 & nz2).to(tl.int32), 0), tl.sum((keep3 & nz3).to(tl.int32), 0))
+    nnz = (tl.sum(nz0.to(tl.int32), 0), tl.sum(nz1.to(tl.int32), 0),
+           tl.sum(nz2.to(tl.int32), 0), tl.sum(nz3.to(tl.int32), 0))
+    return nibble, kept, nnz
 
 
 @triton.jit
-def _subtile(y1_ptr, vals_ptr, stride_y, M, K, row0, col0, h: tl.constexpr, j: tl.constexpr,
-             CB: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
-    """Rows 16s + 8h + i, columns 32c + 16j + w of a 64-row block: select, store values, return nibbles."""
-    R: tl.constexpr = 32
-    C: tl.constexpr = 16 * CB
-    a = tl.arange(0, R)
-    rows = row0 + (a // 8) * 16 + 8 * h + (a % 8)
-    b = tl.arange(0, C)
-    cols = col0 + (b // 16) * 32 + 16 * j + (b % 16)
-    in_rows = rows < M
-    y = tl.load(y1_ptr + rows[:, None].to(tl.int64) * stride_y + cols[None, :], mask=in_rows[:, None], other=0.0)
-    v0, v1, nibble, kept, nonzero = _select(y, R, C, INTEGER_ROUNDING)
-    v = tl.reshape(tl.join(v0, v1), (R, C // 2))
-    vb = tl.arange(0, C // 2)
-    vcols = col0 // 2 + (vb // 8) * 16 + 8 * j + (vb % 8)
-    tl.store(vals_ptr + rows[:, None].to(tl.int64) * (K // 2) + vcols[None, :], v.to(vals_ptr.dtype.element_ty),
-             mask=in_rows[:, None])
-    return nibble, tl.sum(kept.to(tl.int32), axis=0), tl.sum(nonzero.to(tl.int32), axis=0)
+def _add4(acc, x):
+    return acc[0] + x[0], acc[1] + x[1], acc[2] + x[2], acc[3] + x[3]
 
 
 @triton.jit
-def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, stride_y, M, K,
-                          BLOCKS: tl.constexpr, CB: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
+def _flush_counts(ptr, col0, j: tl.constexpr, counts, CB: tl.constexpr):
+    b = tl.arange(0, 4 * CB)
+    cols = col0 + (b // 4) * 32 + 16 * j + (b % 4) * 4
+    # one relaxed atomic per column and program: acq_rel atomics would fence every add
+    tl.atomic_add(ptr + cols, counts[0], sem="relaxed")
+    tl.atomic_add(ptr + cols + 1, counts[1], sem="relaxed")
+    tl.atomic_add(ptr + cols + 2, counts[2], sem="relaxed")
+    tl.atomic_add(ptr + cols + 3, counts[3], sem="relaxed")
+
+
+@triton.jit
+def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_words, M, K,
+                          BLOCKS: tl.constexpr, CB: tl.constexpr, DTYPE: tl.constexpr,
+                          INTEGER_ROUNDING: tl.constexpr):
     """A column strip of 32*CB columns over BLOCKS row blocks of 64; counts summed in registers."""
     col0 = tl.program_id(1) * 32 * CB
-    C: tl.constexpr = 16 * CB
-    kept0 = tl.zeros((C,), tl.int32)
-    kept1 = tl.zeros((C,), tl.int32)
-    nnz0 = tl.zeros((C,), tl.int32)
-    nnz1 = tl.zeros((C,), tl.int32)
+    zero = tl.zeros((4 * CB,), tl.int32)
+    kept_j0 = (zero, zero, zero, zero)
+    kept_j1 = (zero, zero, zero, zero)
+    nnz_j0 = (zero, zero, zero, zero)
+    nnz_j1 = (zero, zero, zero, zero)
     a = tl.arange(0, 32)
     in_word = (a // 8) * 32 + (a % 8) * 4  # 32s + 4i
     g = tl.arange(0, 4 * CB)
     for blk in range(BLOCKS):
         block_row = tl.program_id(0) * BLOCKS + blk
         row0 = block_row * 64
-        n00, k, z = _subtile(y1_ptr, vals_ptr, stride_y, M, K, row0, col0, 0, 0, CB, INTEGER_ROUNDING)
-        kept0 += k
-        nnz0 += z
-        n10, k, z = _subtile(y1_ptr, vals_ptr, stride_y, M, K, row0, col0, 1, 0, CB, INTEGER_ROUNDING)
-        kept0 += k
-        nnz0 += z
-        n01, k, z = _subtile(y1_ptr, vals_ptr, stride_y, M, K, row0, col0, 0, 1, CB, INTEGER_ROUNDING)
-        kept1 += k
-        nnz1 += z
-        n11, k, z = _subtile(y1_ptr, vals_ptr, stride_y, M, K, row0, col0, 1, 1, CB, INTEGER_ROUNDING)
-        kept1 += k
-        nnz1 += z
+        n00, k, z = _subtile(y1_ptr, vals_ptr, row_words, M, K, row0, col0, 0, 0, CB, DTYPE, INTEGER_ROUNDING)
+        kept_j0 = _add4(kept_j0, k)
+        nnz_j0 = _add4(nnz_j0, z)
+        n10, k, z = _subtile(y1_ptr, vals_ptr, row_words, M, K, row0, col0, 1, 0, CB, DTYPE, INTEGER_ROUNDING)
+        kept_j0 = _add4(kept_j0, k)
+        nnz_j0 = _add4(nnz_j0, z)
+        n01, k, z = _subtile(y1_ptr, vals_ptr, row_words, M, K, row0, col0, 0, 1, CB, DTYPE, INTEGER_ROUNDING)
+        kept_j1 = _add4(kept_j1, k)
+        nnz_j1 = _add4(nnz_j1, z)
+        n11, k, z = _subtile(y1_ptr, vals_ptr, row_words, M, K, row0, col0, 1, 1, CB, DTYPE, INTEGER_ROUNDING)
+        kept_j1 = _add4(kept_j1, k)
+        nnz_j1 = _add4(nnz_j1, z)
         word = n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)  # nibble 2j + h
         block_col = col0 // 32 + g // 4
         offs = (block_row.to(tl.int64) * (K // 32) + block_col[None, :]) * 128 + in_word[:, None] + (g % 4)[None, :]
         tl.store(meta_ptr + offs, word.to(tl.int16), mask=row0 < M)
-    b = tl.arange(0, C)
-    cols0 = col0 + (b // 16) * 32 + (b % 16)
-    # one relaxed atomic per column and program: acq_rel atomics would fence every add
-    tl.atomic_add(kept_ptr + cols0, kept0, sem="relaxed")
-    tl.atomic_add(kept_ptr + cols0 + 16, kept1, sem="relaxed")
-    tl.atomic_add(nnz_ptr + cols0, nnz0, sem="relaxed")
-    tl.atomic_add(nnz_ptr + cols0 + 16, nnz1, sem="relaxed")
+    _flush_counts(kept_ptr, col0, 0, kept_j0, CB)
+    _flush_counts(kept_ptr, col0, 1, kept_j1, CB)
+    _flush_counts(nnz_ptr, col0, 0, nnz_j0, CB)
+    _flush_counts(nnz_ptr, col0, 1, nnz_j1, CB)
 
 
 @dataclass(frozen=True)
 class PackedActivation:
     """The packed 2:4 operand [rows, cols] plus what the forward counted on the way."""
 
-    packed: torch.Tensor  # [rows * cols * 9 / 16] of the input dtype: values, then metadata
+    packed: torch.Tensor  # [rows, cols * 9 / 16] of the input dtype: values, then metadata
     rows: int
     cols: int
     kept_per_feature: torch.Tensor  # int32 [cols]: non-zeros the mask kept, per column
@@ -165,8 +184,8 @@ def check_sparsify_input(y1: torch.Tensor) -> None:
     check_ndim("y1", y1, ndim=2)
     check_multiple("y1", y1.shape[0], ROW_BLOCK, "the row (token) count")
     check_multiple("y1", y1.shape[1], 2 * COL_BLOCK, "the column (hidden) count")
-    if y1.stride(1) != 1:
-        raise ValueError(f"y1 must have unit stride along its last dimension, got strides {y1.stride()}")
+    if y1.stride(1) != 1 or y1.stride(0) % 4:
+        raise ValueError(f"y1 must have unit stride along its last dimension and a row stride that is a multiple of 4, got strides {y1.stride()}")
 
 
 def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 8, cols_per_program: int = 4,
@@ -179,12 +198,16 @@ def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 8, cols_per_pro
     M, K = y1.shape
     while K % (COL_BLOCK * cols_per_program):
         cols_per_program //= 2
-    packed = torch.empty(M * K * 9 // 16, dtype=y1.dtype, device=y1.device)
+    packed = torch.empty(M, K * 9 // 16, dtype=y1.dtype, device=y1.device)
     kept = torch.zeros(K, dtype=torch.int32, device=y1.device)
     nonzeros = torch.zeros(K, dtype=torch.int32, device=y1.device)
+    # a group of 4 values is one int64: each thread selects whole groups, nothing is shuffled
+    y1_groups = y1.view(torch.int64)
     grid = (triton.cdiv(M, ROW_BLOCK * blocks_per_program), K // (COL_BLOCK * cols_per_program))
     _sparsify_pack_kernel[grid](
-        y1, packed[: M * K // 2], packed[M * K // 2 :].view(torch.int16), kept, nonzeros, y1.stride(0), M, K,
-        BLOCKS=blocks_per_program, CB=cols_per_program, INTEGER_ROUNDING=_INTERPRETED, num_warps=num_warps,
+        y1_groups, packed.view(-1)[: M * K // 2].view(torch.int32), packed.view(-1)[M * K // 2 :].view(torch.int16), kept, nonzeros,
+        y1_groups.stride(0), M, K,
+        BLOCKS=blocks_per_program, CB=cols_per_program, DTYPE=_TL_DTYPE[y1.dtype], INTEGER_ROUNDING=_INTERPRETED,
+        num_warps=num_warps,
     )
     return PackedActivation(packed, M, K, kept, nonzeros)

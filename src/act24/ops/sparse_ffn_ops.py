@@ -19,7 +19,7 @@ def sparsify_pack(y1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 def _(y1):
     M, K = y1.shape
     counts = y1.new_empty(K, dtype=torch.int32)
-    return y1.new_empty(M * K * 9 // 16), counts, torch.empty_like(counts)
+    return y1.new_empty(M, K * 9 // 16), counts, torch.empty_like(counts)
 
 
 @torch.library.custom_op("act24::sparse_mm", mutates_args=())
