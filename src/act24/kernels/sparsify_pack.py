@@ -65,19 +65,34 @@ def _bits16(v, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def _subtile(y1_ptr, vals_ptr, row_words, M, K, row0, col0, h: tl.constexpr, j: tl.constexpr,
-             CB: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
-    """Groups (rows 16s + 8h + i, groups 8c + 4j + q) of a 64-row block, one group of 4 per int64.
-
-    Returns the nibbles [32, 4*CB] and, per position p in the group, kept and non-zero
-    counts summed over the rows ([4*CB] each), with no data exchanged between threads.
-    """
+def _subtile_rows(row0, h: tl.constexpr):
     a = tl.arange(0, 32)
-    rows = row0 + (a // 8) * 16 + 8 * h + (a % 8)
+    return row0 + (a // 8) * 16 + 8 * h + (a % 8)  # rows 16s + 8h + i of the block
+
+
+@triton.jit
+def _subtile_groups(col0, j: tl.constexpr, CB: tl.constexpr):
     b = tl.arange(0, 4 * CB)
-    groups = col0 // 4 + (b // 4) * 8 + 4 * j + (b % 4)
+    return col0 // 4 + (b // 4) * 8 + 4 * j + (b % 4)  # groups 8c + 4j + q of the strip
+
+
+@triton.jit
+def _load_subtile(y1_ptr, row_words, row0, row_end, col0, h: tl.constexpr, j: tl.constexpr, CB: tl.constexpr):
+    """The (h, j) sub-tile of a 64-row block as int64 words, one group of 4 values each."""
+    rows = _subtile_rows(row0, h)
+    groups = _subtile_groups(col0, j, CB)
+    return tl.load(y1_ptr + rows[:, None].to(tl.int64) * row_words + groups[None, :],
+                   mask=(rows < row_end)[:, None], other=0, eviction_policy="evict_first")
+
+
+@triton.jit
+def _pack_subtile(word, vals_ptr, M, K, row0, col0, h: tl.constexpr, j: tl.constexpr,
+                  CB: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
+    """Select 2 of 4 in every group of a sub-tile, store the values; return the nibbles [32, 4*CB] and,
+    per position in the group, kept and non-zero counts summed over the rows — no data crosses threads."""
+    rows = _subtile_rows(row0, h)
+    groups = _subtile_groups(col0, j, CB)
     in_rows = rows < M
-    word = tl.load(y1_ptr + rows[:, None].to(tl.int64) * row_words + groups[None, :], mask=in_rows[:, None], other=0)
     e0 = _element(word, 0, DTYPE, INTEGER_ROUNDING)
     e1 = _element(word, 1, DTYPE, INTEGER_ROUNDING)
     e2 = _element(word, 2, DTYPE, INTEGER_ROUNDING)
@@ -130,8 +145,14 @@ def _flush_counts(ptr, col0, j: tl.constexpr, counts, CB: tl.constexpr):
 def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_words, M, K,
                           BLOCKS: tl.constexpr, CB: tl.constexpr, DTYPE: tl.constexpr,
                           INTEGER_ROUNDING: tl.constexpr):
-    """A column strip of 32*CB columns over BLOCKS row blocks of 64; counts summed in registers."""
+    """A column strip of 32*CB columns over BLOCKS row blocks of 64; counts summed in registers.
+
+    The next block's four loads are issued before the current block is processed, so a
+    program always has a block's worth of reads in flight.
+    """
     col0 = tl.program_id(1) * 32 * CB
+    first = tl.program_id(0) * BLOCKS * 64
+    row_end = tl.minimum(M, first + BLOCKS * 64)
     zero = tl.zeros((4 * CB,), tl.int32)
     kept_j0 = (zero, zero, zero, zero)
     kept_j1 = (zero, zero, zero, zero)
@@ -140,25 +161,33 @@ def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_wor
     a = tl.arange(0, 32)
     in_word = (a // 8) * 32 + (a % 8) * 4  # 32s + 4i
     g = tl.arange(0, 4 * CB)
+    w00 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 0, 0, CB)
+    w10 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 1, 0, CB)
+    w01 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 0, 1, CB)
+    w11 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 1, 1, CB)
     for blk in range(BLOCKS):
-        block_row = tl.program_id(0) * BLOCKS + blk
-        row0 = block_row * 64
-        n00, k, z = _subtile(y1_ptr, vals_ptr, row_words, M, K, row0, col0, 0, 0, CB, DTYPE, INTEGER_ROUNDING)
+        row0 = first + blk * 64
+        x00 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 0, 0, CB)
+        x10 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 1, 0, CB)
+        x01 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 0, 1, CB)
+        x11 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 1, 1, CB)
+        n00, k, z = _pack_subtile(w00, vals_ptr, M, K, row0, col0, 0, 0, CB, DTYPE, INTEGER_ROUNDING)
         kept_j0 = _add4(kept_j0, k)
         nnz_j0 = _add4(nnz_j0, z)
-        n10, k, z = _subtile(y1_ptr, vals_ptr, row_words, M, K, row0, col0, 1, 0, CB, DTYPE, INTEGER_ROUNDING)
+        n10, k, z = _pack_subtile(w10, vals_ptr, M, K, row0, col0, 1, 0, CB, DTYPE, INTEGER_ROUNDING)
         kept_j0 = _add4(kept_j0, k)
         nnz_j0 = _add4(nnz_j0, z)
-        n01, k, z = _subtile(y1_ptr, vals_ptr, row_words, M, K, row0, col0, 0, 1, CB, DTYPE, INTEGER_ROUNDING)
+        n01, k, z = _pack_subtile(w01, vals_ptr, M, K, row0, col0, 0, 1, CB, DTYPE, INTEGER_ROUNDING)
         kept_j1 = _add4(kept_j1, k)
         nnz_j1 = _add4(nnz_j1, z)
-        n11, k, z = _subtile(y1_ptr, vals_ptr, row_words, M, K, row0, col0, 1, 1, CB, DTYPE, INTEGER_ROUNDING)
+        n11, k, z = _pack_subtile(w11, vals_ptr, M, K, row0, col0, 1, 1, CB, DTYPE, INTEGER_ROUNDING)
         kept_j1 = _add4(kept_j1, k)
         nnz_j1 = _add4(nnz_j1, z)
         word = n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)  # nibble 2j + h
         block_col = col0 // 32 + g // 4
-        offs = (block_row.to(tl.int64) * (K // 32) + block_col[None, :]) * 128 + in_word[:, None] + (g % 4)[None, :]
+        offs = ((row0 // 64).to(tl.int64) * (K // 32) + block_col[None, :]) * 128 + in_word[:, None] + (g % 4)[None, :]
         tl.store(meta_ptr + offs, word.to(tl.int16), mask=row0 < M)
+        w00, w10, w01, w11 = x00, x10, x01, x11
     _flush_counts(kept_ptr, col0, 0, kept_j0, CB)
     _flush_counts(kept_ptr, col0, 1, kept_j1, CB)
     _flush_counts(nnz_ptr, col0, 0, nnz_j0, CB)
