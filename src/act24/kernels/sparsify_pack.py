@@ -77,19 +77,19 @@ def _subtile_groups(col0, j: tl.constexpr, CB: tl.constexpr):
 
 
 @triton.jit
-def _load_subtile(y1_ptr, row_words, row0, row_end, col0, h: tl.constexpr, j: tl.constexpr, CB: tl.constexpr):
+def _load_subtile(y1_ptr, row_words, row0, M, col0, h: tl.constexpr, j: tl.constexpr, CB: tl.constexpr):
     """The (h, j) sub-tile of a 64-row block as int64 words, one group of 4 values each."""
     rows = _subtile_rows(row0, h)
     groups = _subtile_groups(col0, j, CB)
     return tl.load(y1_ptr + rows[:, None].to(tl.int64) * row_words + groups[None, :],
-                   mask=(rows < row_end)[:, None], other=0, eviction_policy="evict_first")
+                   mask=(rows < M)[:, None], other=0, eviction_policy="evict_first")
 
 
 @triton.jit
 def _pack_subtile(word, vals_ptr, M, K, row0, col0, h: tl.constexpr, j: tl.constexpr,
                   CB: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
-    """Select 2 of 4 in every group of a sub-tile, store the values; return the nibbles [32, 4*CB] and,
-    per position in the group, kept and non-zero counts summed over the rows — no data crosses threads."""
+    """Select 2 of 4 in every group of a sub-tile and store the values. Returns the nibbles [32, 4*CB]
+    and the kept and non-zero flags of the four positions, packed 8 bits each — nothing crosses threads."""
     rows = _subtile_rows(row0, h)
     groups = _subtile_groups(col0, j, CB)
     in_rows = rows < M
@@ -117,77 +117,64 @@ def _pack_subtile(word, vals_ptr, M, K, row0, col0, h: tl.constexpr, j: tl.const
     tl.store(vals_ptr + rows[:, None].to(tl.int64) * (K // 4) + groups[None, :],
              _bits16(v0, DTYPE) | (_bits16(v1, DTYPE) << 16), mask=in_rows[:, None])
     nibble = tl.where(keep0, 0, tl.where(keep1, 1, 2)) | (tl.where(keep3, 3, tl.where(keep2, 2, 1)) << 2)
-    nz0, nz1, nz2, nz3 = e0 != 0, e1 != 0, e2 != 0, e3 != 0
-    kept = (tl.sum((keep0 & nz0).to(tl.int32), 0), tl.sum((keep1 & nz1).to(tl.int32), 0),
-            tl.sum((keep2 & nz2).to(tl.int32), 0), tl.sum((keep3 & nz3).to(tl.int32), 0))
-    nnz = (tl.sum(nz0.to(tl.int32), 0), tl.sum(nz1.to(tl.int32), 0),
-           tl.sum(nz2.to(tl.int32), 0), tl.sum(nz3.to(tl.int32), 0))
-    return nibble, kept, nnz
+    nz0 = (e0 != 0).to(tl.int32)
+    nz1 = (e1 != 0).to(tl.int32)
+    nz2 = (e2 != 0).to(tl.int32)
+    nz3 = (e3 != 0).to(tl.int32)
+    # four 8-bit counters per int32, one per position in the group; reduced over rows once per program
+    kept = (keep0 * nz0) | ((keep1 * nz1) << 8) | ((keep2 * nz2) << 16) | ((keep3 * nz3) << 24)
+    nonzero = nz0 | (nz1 << 8) | (nz2 << 16) | (nz3 << 24)
+    return nibble, kept, nonzero
 
 
 @triton.jit
-def _add4(acc, x):
-    return acc[0] + x[0], acc[1] + x[1], acc[2] + x[2], acc[3] + x[3]
-
-
-@triton.jit
-def _flush_counts(ptr, col0, j: tl.constexpr, counts, CB: tl.constexpr):
+def _flush_counts(ptr, col0, j: tl.constexpr, packed_counts, CB: tl.constexpr):
+    """Add the per-row-slot counters (four 8-bit fields) of sub-tile column j to the column totals."""
     b = tl.arange(0, 4 * CB)
     cols = col0 + (b // 4) * 32 + 16 * j + (b % 4) * 4
     # one relaxed atomic per column and program: acq_rel atomics would fence every add
-    tl.atomic_add(ptr + cols, counts[0], sem="relaxed")
-    tl.atomic_add(ptr + cols + 1, counts[1], sem="relaxed")
-    tl.atomic_add(ptr + cols + 2, counts[2], sem="relaxed")
-    tl.atomic_add(ptr + cols + 3, counts[3], sem="relaxed")
+    for p in tl.static_range(4):
+        total = tl.sum((packed_counts >> (8 * p)) & 0xFF, axis=0)
+        tl.atomic_add(ptr + cols + p, total, sem="relaxed")
 
 
 @triton.jit
 def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_words, M, K,
                           BLOCKS: tl.constexpr, CB: tl.constexpr, DTYPE: tl.constexpr,
                           INTEGER_ROUNDING: tl.constexpr):
-    """A column strip of 32*CB columns over BLOCKS row blocks of 64; counts summed in registers.
+    """A column strip of 32*CB columns over BLOCKS row blocks of 64.
 
-    The next block's four loads are issued before the current block is processed, so a
-    program always has a block's worth of reads in flight.
+    Counts stay element-wise in registers (8-bit fields: at most 2*BLOCKS adds each) and
+    are reduced over rows once at the end: a reduction per block would put shared-memory
+    round trips and barriers in the loop.
     """
     col0 = tl.program_id(1) * 32 * CB
     first = tl.program_id(0) * BLOCKS * 64
-    row_end = tl.minimum(M, first + BLOCKS * 64)
-    zero = tl.zeros((4 * CB,), tl.int32)
-    kept_j0 = (zero, zero, zero, zero)
-    kept_j1 = (zero, zero, zero, zero)
-    nnz_j0 = (zero, zero, zero, zero)
-    nnz_j1 = (zero, zero, zero, zero)
+    kept_j0 = tl.zeros((32, 4 * CB), tl.int32)
+    kept_j1 = tl.zeros((32, 4 * CB), tl.int32)
+    nnz_j0 = tl.zeros((32, 4 * CB), tl.int32)
+    nnz_j1 = tl.zeros((32, 4 * CB), tl.int32)
     a = tl.arange(0, 32)
     in_word = (a // 8) * 32 + (a % 8) * 4  # 32s + 4i
     g = tl.arange(0, 4 * CB)
-    w00 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 0, 0, CB)
-    w10 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 1, 0, CB)
-    w01 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 0, 1, CB)
-    w11 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 1, 1, CB)
+    block_col = col0 // 32 + g // 4
     for blk in range(BLOCKS):
         row0 = first + blk * 64
-        x00 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 0, 0, CB)
-        x10 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 1, 0, CB)
-        x01 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 0, 1, CB)
-        x11 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 1, 1, CB)
-        n00, k, z = _pack_subtile(w00, vals_ptr, M, K, row0, col0, 0, 0, CB, DTYPE, INTEGER_ROUNDING)
-        kept_j0 = _add4(kept_j0, k)
-        nnz_j0 = _add4(nnz_j0, z)
-        n10, k, z = _pack_subtile(w10, vals_ptr, M, K, row0, col0, 1, 0, CB, DTYPE, INTEGER_ROUNDING)
-        kept_j0 = _add4(kept_j0, k)
-        nnz_j0 = _add4(nnz_j0, z)
-        n01, k, z = _pack_subtile(w01, vals_ptr, M, K, row0, col0, 0, 1, CB, DTYPE, INTEGER_ROUNDING)
-        kept_j1 = _add4(kept_j1, k)
-        nnz_j1 = _add4(nnz_j1, z)
-        n11, k, z = _pack_subtile(w11, vals_ptr, M, K, row0, col0, 1, 1, CB, DTYPE, INTEGER_ROUNDING)
-        kept_j1 = _add4(kept_j1, k)
-        nnz_j1 = _add4(nnz_j1, z)
+        w00 = _load_subtile(y1_ptr, row_words, row0, M, col0, 0, 0, CB)
+        w10 = _load_subtile(y1_ptr, row_words, row0, M, col0, 1, 0, CB)
+        w01 = _load_subtile(y1_ptr, row_words, row0, M, col0, 0, 1, CB)
+        w11 = _load_subtile(y1_ptr, row_words, row0, M, col0, 1, 1, CB)
+        n00, k00, z00 = _pack_subtile(w00, vals_ptr, M, K, row0, col0, 0, 0, CB, DTYPE, INTEGER_ROUNDING)
+        n10, k10, z10 = _pack_subtile(w10, vals_ptr, M, K, row0, col0, 1, 0, CB, DTYPE, INTEGER_ROUNDING)
+        n01, k01, z01 = _pack_subtile(w01, vals_ptr, M, K, row0, col0, 0, 1, CB, DTYPE, INTEGER_ROUNDING)
+        n11, k11, z11 = _pack_subtile(w11, vals_ptr, M, K, row0, col0, 1, 1, CB, DTYPE, INTEGER_ROUNDING)
+        kept_j0 += k00 + k10
+        nnz_j0 += z00 + z10
+        kept_j1 += k01 + k11
+        nnz_j1 += z01 + z11
         word = n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)  # nibble 2j + h
-        block_col = col0 // 32 + g // 4
         offs = ((row0 // 64).to(tl.int64) * (K // 32) + block_col[None, :]) * 128 + in_word[:, None] + (g % 4)[None, :]
         tl.store(meta_ptr + offs, word.to(tl.int16), mask=row0 < M)
-        w00, w10, w01, w11 = x00, x10, x01, x11
     _flush_counts(kept_ptr, col0, 0, kept_j0, CB)
     _flush_counts(kept_ptr, col0, 1, kept_j1, CB)
     _flush_counts(nnz_ptr, col0, 0, nnz_j0, CB)
@@ -224,6 +211,8 @@ def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 8, cols_per_pro
     A program handles `blocks_per_program` blocks of 64 rows times 32*`cols_per_program` columns.
     """
     check_sparsify_input(y1)
+    if not 1 <= blocks_per_program <= 127:
+        raise ValueError(f"blocks_per_program must be in [1, 127] (8-bit counters), got {blocks_per_program}")
     M, K = y1.shape
     while K % (COL_BLOCK * cols_per_program):
         cols_per_program //= 2
