@@ -18,9 +18,9 @@ inputs = {"realistic": x @ w1.t(), "random": torch.randn(T, H, device="cuda", dt
 moved = T * H * 2 + T * H * 9 // 8
 copy_ms = triton.testing.do_bench(lambda: inputs["random"].clone(), return_mode="median")
 rows = [{"config": "clone (copy ceiling)", "ms": copy_ms, "GBps": 2 * T * H * 2 / copy_ms / 1e6}]
-for blocks in (4, 16):
-    for cb in (2, 4, 8):
-        for warps in (1, 2, 4, 8):
+for blocks in (16, 32, 64):
+    for cb in (1, 2, 4):
+        for warps in (8, 16):
             y1 = inputs["realistic"]
             ms = triton.testing.do_bench(
                 lambda: sparsify_pack(y1, blocks_per_program=blocks, cols_per_program=cb, num_warps=warps),

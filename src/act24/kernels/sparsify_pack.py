@@ -204,11 +204,12 @@ def check_sparsify_input(y1: torch.Tensor) -> None:
         raise ValueError(f"y1 must have unit stride along its last dimension and a row stride that is a multiple of 4, got strides {y1.stride()}")
 
 
-def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 8, cols_per_program: int = 4,
-                  num_warps: int = 4) -> PackedActivation:
+def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 16, cols_per_program: int = 2,
+                  num_warps: int = 8) -> PackedActivation:
     """Pack relu(y1)**2 under the token-wise 2:4 mask for `torch._cslt_sparse_mm`, counting per feature.
 
-    A program handles `blocks_per_program` blocks of 64 rows times 32*`cols_per_program` columns.
+    A program handles `blocks_per_program` blocks of 64 rows times 32*`cols_per_program` columns;
+    the defaults were the fastest on the H200 (scripts/tune_sparsify_pack.py).
     """
     check_sparsify_input(y1)
     if not 1 <= blocks_per_program <= 127:
