@@ -41,3 +41,11 @@ def sparse_ffn_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> t
         raise ValueError(problem)
     with torch.no_grad():
         return fast_forward.sparse_forward(x, w1, w2)[0]
+
+
+def sparse_mm(packed: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:
+    """A @ b on the 2:4 tensor cores, A [rows, b.shape[0]] given packed (by `sparsify_pack`)."""
+    _require_fast(b)
+    from . import ops
+
+    return ops.sparse_mm(packed, b, rows)

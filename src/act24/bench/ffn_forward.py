@@ -58,19 +58,24 @@ def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
                 pack_ms, pack_gbps = _packer_row(y1)
                 rand_ms, rand_gbps = _packer_row(torch.randn_like(y1))
                 gemm1 = median_ms(lambda: x @ w1.t())
+                y2 = F.relu(y1).square()
+                gemm2_dense = median_ms(lambda: y2 @ w2.t())
+                packed = functional.sparsify_pack(y1)[0]
+                gemm2_sparse = median_ms(lambda: functional.sparse_mm(packed, w2.t(), T))
             row = {
                 "T": T, "d": d, "H": hidden,
                 "dense_eager_ms": eager, "dense_compiled_ms": comp, "sparse_ms": sparse,
                 "speedup_vs_compiled": comp / sparse, "speedup_vs_eager": eager / sparse,
                 "sparsify_ms": pack_ms, "sparsify_GBps": pack_gbps,
                 "sparsify_random_ms": rand_ms, "sparsify_random_GBps": rand_gbps,
-                "gemm1_ms": gemm1, "activation_sparsity": act_sparsity,
+                "gemm1_ms": gemm1, "gemm2_dense_ms": gemm2_dense, "gemm2_sparse_ms": gemm2_sparse,
+                "activation_sparsity": act_sparsity,
                 "rel_diff_vs_dense": rel_err,
             }
             rows.append(row)
             if progress:
                 progress(row)
-            del x, w1, w2, y1, y_dense, y_sparse
+            del x, w1, w2, y1, y2, packed, y_dense, y_sparse
             torch.cuda.empty_cache()
     return rows
 
@@ -81,4 +86,5 @@ COLUMNS = [
     ("sparse_ms", "act24 ms", ".3f"), ("speedup_vs_compiled", "x compiled", ".3f"),
     ("sparsify_ms", "pack ms", ".3f"), ("sparsify_GBps", "pack GB/s", ".0f"),
     ("sparsify_random_GBps", "pack GB/s (rand)", ".0f"),
+    ("gemm2_dense_ms", "GEMM2 dense", ".3f"), ("gemm2_sparse_ms", "GEMM2 2:4", ".3f"),
 ]
