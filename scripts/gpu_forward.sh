@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU run for the sparse forward: tests, packer tuning, the forward benchmark. Usage: scripts/gpu_forward.sh OUTDIR
+# GPU run for the sparse forward: tests, packer tuning, the forward benchmark.
+# Usage: ACT24_COMMIT=<sha> scripts/gpu_forward.sh OUTDIR   (the copy on the GPU machine has no .git)
 set -uo pipefail
 out=${1:?usage: $0 OUTDIR}
 mkdir -p "$out"

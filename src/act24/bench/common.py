@@ -18,13 +18,15 @@ def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
 
 
 def commit() -> str:
+    """The source commit: $ACT24_COMMIT (for copies of the tree without .git), else git."""
     if os.environ.get("ACT24_COMMIT"):
         return os.environ["ACT24_COMMIT"]
     try:
         here = pathlib.Path(__file__).resolve().parent
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=here, text=True, stderr=subprocess.DEVNULL).strip()
+        sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=here, text=True, stderr=subprocess.DEVNULL)
     except Exception:
         return "unknown"
+    return sha.strip() if len(sha.strip()) == 40 else "unknown"
 
 
 def header() -> dict:
