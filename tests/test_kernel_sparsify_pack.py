@@ -5,10 +5,8 @@ import torch
 
 from act24 import reference as ref
 from act24.reference.cusparselt_layout import compress_reference, from_cusparselt_layout
+from act24.kernels.sparsify_pack import sparsify_pack
 from conftest import relu2_inputs
-
-pytest.importorskip("triton")
-from act24.kernels.sparsify_pack import sparsify_pack  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
