@@ -77,12 +77,12 @@ def _subtile_groups(col0, j: tl.constexpr, CB: tl.constexpr):
 
 
 @triton.jit
-def _load_subtile(y1_ptr, row_words, row0, row_end, col0, h: tl.constexpr, j: tl.constexpr, CB: tl.constexpr):
+def _load_subtile(y1_ptr, row_words, row0, M, col0, h: tl.constexpr, j: tl.constexpr, CB: tl.constexpr):
     """The (h, j) sub-tile of a 64-row block as int64 words, one group of 4 values each."""
     rows = _subtile_rows(row0, h)
     groups = _subtile_groups(col0, j, CB)
     return tl.load(y1_ptr + rows[:, None].to(tl.int64) * row_words + groups[None, :],
-                   mask=(rows < row_end)[:, None], other=0, eviction_policy="evict_first")
+                   mask=(rows < M)[:, None], other=0, eviction_policy="evict_first")
 
 
 @triton.jit
@@ -141,17 +141,15 @@ def _flush_counts(ptr, col0, j: tl.constexpr, packed_counts, CB: tl.constexpr):
 @triton.jit
 def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_words, M, K,
                           BLOCKS: tl.constexpr, CB: tl.constexpr, DTYPE: tl.constexpr,
-                          INTEGER_ROUNDING: tl.constexpr, PREFETCH: tl.constexpr):
+                          INTEGER_ROUNDING: tl.constexpr):
     """A column strip of 32*CB columns over BLOCKS row blocks of 64.
 
     Counts stay element-wise in registers (8-bit fields: at most 2*BLOCKS adds each) and
     are reduced over rows once at the end: a reduction per block would put shared-memory
-    round trips and barriers in the loop. PREFETCH issues the next block's loads before
-    the current block is processed (more bytes in flight, more registers).
+    round trips and barriers in the loop.
     """
     col0 = tl.program_id(1) * 32 * CB
     first = tl.program_id(0) * BLOCKS * 64
-    row_end = tl.minimum(M, first + BLOCKS * 64)
     kept_j0 = tl.zeros((32, 4 * CB), tl.int32)
     kept_j1 = tl.zeros((32, 4 * CB), tl.int32)
     nnz_j0 = tl.zeros((32, 4 * CB), tl.int32)
@@ -160,23 +158,12 @@ def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_wor
     in_word = (a // 8) * 32 + (a % 8) * 4  # 32s + 4i
     g = tl.arange(0, 4 * CB)
     block_col = col0 // 32 + g // 4
-    if PREFETCH:
-        w00 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 0, 0, CB)
-        w10 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 1, 0, CB)
-        w01 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 0, 1, CB)
-        w11 = _load_subtile(y1_ptr, row_words, first, row_end, col0, 1, 1, CB)
     for blk in range(BLOCKS):
         row0 = first + blk * 64
-        if PREFETCH:
-            x00 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 0, 0, CB)
-            x10 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 1, 0, CB)
-            x01 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 0, 1, CB)
-            x11 = _load_subtile(y1_ptr, row_words, row0 + 64, row_end, col0, 1, 1, CB)
-        else:
-            w00 = _load_subtile(y1_ptr, row_words, row0, row_end, col0, 0, 0, CB)
-            w10 = _load_subtile(y1_ptr, row_words, row0, row_end, col0, 1, 0, CB)
-            w01 = _load_subtile(y1_ptr, row_words, row0, row_end, col0, 0, 1, CB)
-            w11 = _load_subtile(y1_ptr, row_words, row0, row_end, col0, 1, 1, CB)
+        w00 = _load_subtile(y1_ptr, row_words, row0, M, col0, 0, 0, CB)
+        w10 = _load_subtile(y1_ptr, row_words, row0, M, col0, 1, 0, CB)
+        w01 = _load_subtile(y1_ptr, row_words, row0, M, col0, 0, 1, CB)
+        w11 = _load_subtile(y1_ptr, row_words, row0, M, col0, 1, 1, CB)
         n00, k00, z00 = _pack_subtile(w00, vals_ptr, M, K, row0, col0, 0, 0, CB, DTYPE, INTEGER_ROUNDING)
         n10, k10, z10 = _pack_subtile(w10, vals_ptr, M, K, row0, col0, 1, 0, CB, DTYPE, INTEGER_ROUNDING)
         n01, k01, z01 = _pack_subtile(w01, vals_ptr, M, K, row0, col0, 0, 1, CB, DTYPE, INTEGER_ROUNDING)
@@ -188,8 +175,6 @@ def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_wor
         word = n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)  # nibble 2j + h
         offs = ((row0 // 64).to(tl.int64) * (K // 32) + block_col[None, :]) * 128 + in_word[:, None] + (g % 4)[None, :]
         tl.store(meta_ptr + offs, word.to(tl.int16), mask=row0 < M)
-        if PREFETCH:
-            w00, w10, w01, w11 = x00, x10, x01, x11
     _flush_counts(kept_ptr, col0, 0, kept_j0, CB)
     _flush_counts(kept_ptr, col0, 1, kept_j1, CB)
     _flush_counts(nnz_ptr, col0, 0, nnz_j0, CB)
@@ -220,7 +205,7 @@ def check_sparsify_input(y1: torch.Tensor) -> None:
 
 
 def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 16, cols_per_program: int = 2,
-                  num_warps: int = 8, prefetch: bool = False) -> PackedActivation:
+                  num_warps: int = 8) -> PackedActivation:
     """Pack relu(y1)**2 under the token-wise 2:4 mask for `torch._cslt_sparse_mm`, counting per feature.
 
     A program handles `blocks_per_program` blocks of 64 rows times 32*`cols_per_program` columns;
@@ -242,6 +227,6 @@ def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 16, cols_per_pr
         y1_groups, packed.view(-1)[: M * K // 2].view(torch.int32), packed.view(-1)[M * K // 2 :].view(torch.int16), kept, nonzeros,
         y1_groups.stride(0), M, K,
         BLOCKS=blocks_per_program, CB=cols_per_program, DTYPE=_TL_DTYPE[y1.dtype], INTEGER_ROUNDING=_INTERPRETED,
-        PREFETCH=prefetch, num_warps=num_warps,
+        num_warps=num_warps,
     )
     return PackedActivation(packed, M, K, kept, nonzeros)
