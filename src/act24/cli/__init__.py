@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from . import bench, info
+from . import bench, info, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info.add_parser(sub)
     bench.add_parser(sub)
+    train.add_parser(sub)
     return parser
 
 

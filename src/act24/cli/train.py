@@ -1,0 +1,64 @@
+"""`act24 train`: train a small decoder LM; with no arguments, on the Python standard library."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def run(args) -> int:
+    import torch
+
+    from ..model import preset
+    from ..train import TrainConfig, Trainer, load_corpus
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_gpu = device.type == "cuda"
+    model_cfg = preset(args.preset or ("25m" if on_gpu else "tiny"), ffn=args.ffn, seq_len=args.seq_len)
+    defaults = {"steps": 2000 if on_gpu else 300, "batch_size": 32 if on_gpu else 16}
+    train_cfg = TrainConfig(
+        steps=args.steps or defaults["steps"],
+        batch_size=args.batch_size or defaults["batch_size"],
+        lr=args.lr,
+        dense_warmup_steps=args.dense_warmup_steps,
+        eval_interval=args.eval_interval,
+        seed=args.seed,
+    )
+    corpus = load_corpus(args.data)
+    print(f"data: {corpus.source}: {corpus.files} files, {corpus.train.numel():,} train / "
+          f"{corpus.val.numel():,} validation bytes")
+    try:
+        trainer = Trainer(model_cfg, train_cfg, corpus, args.out, device, resume=args.resume, progress=not args.quiet)
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"act24 train: {e}", file=sys.stderr)
+        return 2
+    sparse_note = f"; 2:4 from step {train_cfg.resolved_dense_warmup}" if model_cfg.ffn == "relu2-sparse" else ""
+    print(f"model: {model_cfg.ffn} FFN, {trainer.model.num_params() / 1e6:.1f}M parameters, "
+          f"{model_cfg.n_layers} layers, d={model_cfg.d_model}, hidden={model_cfg.hidden}; device {device}{sparse_note}")
+    try:
+        summary = trainer.run()
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps({k: summary[k] for k in ("step", "loss", "val_loss", "act_sparsity", "dropped_fraction")
+                      if k in summary}))
+    print(f"metrics, plots and checkpoint in {args.out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a decoder LM (default: the Python standard library as data)")
+    p.add_argument("--preset", choices=["tiny", "25m", "125m", "1b"], help="model size (default: tiny on CPU, 25m on GPU)")
+    p.add_argument("--ffn", choices=["relu2-sparse", "relu2", "swiglu"], help="FFN kind (default: relu2-sparse)")
+    p.add_argument("--data", help="a text/jsonl file or folder (default: the Python standard library source)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: 300 on CPU, 2000 on GPU)")
+    p.add_argument("--batch-size", type=int, help="sequences per step (default: 16 on CPU, 32 on GPU)")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the preset's)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
+    p.add_argument("--dense-warmup-steps", type=int, help="dense FFN steps before 2:4 (default: min(1000, steps/4))")
+    p.add_argument("--eval-interval", type=int, default=100, help="steps between validations (default: 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--out", default="runs/act24", help="run folder: metrics.jsonl, loss.png, checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)

@@ -1,0 +1,186 @@
+"""The training loop: AdamW, warm-up + cosine, clipping, bf16 autocast on GPU, dense FFN
+warm-up then 2:4, validation, metrics, plots, atomic checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ..model import DecoderLM, ModelConfig
+from . import checkpoint, plots
+from .data import BatchSampler, Corpus
+from .schedule import learning_rate
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    lr_warmup_steps: int | None = None  # default: 10% of steps, at most 200
+    dense_warmup_steps: int | None = None  # default: the paper's 1000, or a quarter of shorter runs
+    eval_interval: int = 100
+    eval_batches: int = 8
+    log_interval: int = 10
+    checkpoint_interval: int = 500
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def resolved_dense_warmup(self) -> int:
+        return self.dense_warmup_steps if self.dense_warmup_steps is not None else min(1000, self.steps // 4)
+
+    @property
+    def resolved_lr_warmup(self) -> int:
+        return self.lr_warmup_steps if self.lr_warmup_steps is not None else max(1, min(200, self.steps // 10))
+
+
+class Trainer:
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus, out_dir: pathlib.Path,
+                 device: torch.device, resume: bool = False, progress: bool = True):
+        self.model_cfg, self.cfg, self.out_dir, self.device = model_cfg, cfg, pathlib.Path(out_dir), device
+        self.progress = progress
+        ckpt_path = self.out_dir / checkpoint.NAME
+        if ckpt_path.exists() and not resume:
+            raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+        if resume and not ckpt_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        state = checkpoint.load(ckpt_path, dataclasses.asdict(model_cfg)) if resume else None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+        torch.manual_seed(cfg.seed)
+        self.model = DecoderLM(model_cfg).to(device)
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
+        )
+        self.train_batches = BatchSampler(corpus.train, model_cfg.seq_len, cfg.batch_size, cfg.seed, "train")
+        BatchSampler(corpus.val, model_cfg.seq_len, cfg.batch_size, cfg.seed, "validation")  # fails early if too short
+        self.corpus = corpus
+        self.step = 0
+        self.tokens_seen = 0
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.train_batches.generator.set_state(state["data_rng"])
+            self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+            self._truncate_metrics(self.step)
+        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    # -- pieces -------------------------------------------------------------------------
+    def _truncate_metrics(self, step: int) -> None:
+        """A resumed run rewrites what came after its checkpoint."""
+        path = self.out_dir / "metrics.jsonl"
+        keep = [r for r in plots.read_metrics(path) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+    def _log(self, record: dict) -> None:
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def save_checkpoint(self) -> pathlib.Path:
+        path = self.out_dir / checkpoint.NAME
+        checkpoint.save(path, {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "data_rng": self.train_batches.generator.get_state(),
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "model_config": dataclasses.asdict(self.model_cfg),
+            "train_config": dataclasses.asdict(self.cfg),
+        })
+        return path
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        batches = BatchSampler(self.corpus.val, self.model_cfg.seq_len, self.cfg.batch_size, 1234, "validation")
+        losses = []
+        for _ in range(self.cfg.eval_batches):
+            x, y = batches.sample(self.device)
+            with torch.autocast(**self.autocast):
+                losses.append(self.model(x, y)[1].item())
+        self.model.train()
+        return sum(losses) / len(losses)
+
+    def _train_step(self, track_stats: bool) -> tuple[float, list, float, bool]:
+        sparse_now = self.model_cfg.ffn == "relu2-sparse" and self.step >= self.cfg.resolved_dense_warmup
+        self.model.set_sparse(sparse_now)
+        ffns = self.model.ffn_modules()
+        for f in ffns:
+            f.track_stats = track_stats
+        lr = learning_rate(self.step, peak=self.cfg.lr, warmup=self.cfg.resolved_lr_warmup, total=self.cfg.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = self.train_batches.sample(self.device)
+        with torch.autocast(**self.autocast):
+            _, loss = self.model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += x.numel()
+        stats = [f.last_stats for f in ffns] if track_stats else []
+        return loss.item() if track_stats else float("nan"), stats, lr, sparse_now
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
+        last_time, last_tokens = time.perf_counter(), self.tokens_seen
+        summary = {}
+        try:
+            while self.step < cfg.steps:
+                log_now = (self.step + 1) % cfg.log_interval == 0 or self.step + 1 == cfg.steps
+                loss, stats, lr, sparse_now = self._train_step(track_stats=log_now)
+                if log_now:
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss} at step {self.step}; lower --lr")
+                    now = time.perf_counter()
+                    tok_s = (self.tokens_seen - last_tokens) / (now - last_time)
+                    last_time, last_tokens = now, self.tokens_seen
+                    record = {"step": self.step, "loss": loss, "lr": lr, "tokens": self.tokens_seen,
+                              "tokens_per_s": tok_s, "sparse": sparse_now}
+                    if stats:
+                        record["layer_sparsity"] = [s.activation_sparsity for s in stats]
+                        record["layer_dropped"] = [s.dropped_fraction for s in stats]
+                        record["act_sparsity"] = sum(record["layer_sparsity"]) / len(stats)
+                        record["dropped_fraction"] = sum(record["layer_dropped"]) / len(stats)
+                    self._log(record)
+                    summary.update(record)
+                    postfix = {"loss": f"{loss:.3f}", "tok/s": f"{tok_s:,.0f}"}
+                    if stats:
+                        postfix["sparsity"] = f"{record['act_sparsity']:.2f}" + (" 2:4" if sparse_now else "")
+                    bar.set_postfix(postfix, refresh=False)
+                if self.step % cfg.eval_interval == 0 or self.step == cfg.steps:
+                    val = self.evaluate()
+                    self._log({"step": self.step, "val_loss": val})
+                    summary["val_loss"] = val
+                    bar.write(f"step {self.step}: validation loss {val:.4f}")
+                if self.step % cfg.checkpoint_interval == 0 or self.step == cfg.steps:
+                    self.save_checkpoint()
+                bar.update(1)
+        except KeyboardInterrupt:
+            path = self.save_checkpoint()
+            bar.write(f"interrupted at step {self.step}: saved {path}; continue with --resume")
+            raise
+        finally:
+            bar.close()
+            plots.plot_run(self.out_dir)
+        return summary

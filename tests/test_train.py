@@ -1,0 +1,136 @@
+import json
+import pathlib
+
+import pytest
+import torch
+
+from act24.cli import main
+from act24.model import DecoderLM, ModelConfig, preset
+from act24.train import TrainConfig, Trainer, load_corpus
+
+SMALL = ModelConfig(d_model=32, n_layers=2, n_heads=2, seq_len=32, hidden=64)
+
+
+@pytest.fixture
+def text_dir(tmp_path):
+    d = tmp_path / "text"
+    d.mkdir()
+    for i in range(25):
+        (d / f"doc{i}.txt").write_text(f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * 20)
+    return d
+
+
+def _losses(out: pathlib.Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def _cfg(steps):
+    return TrainConfig(steps=steps, batch_size=4, log_interval=1, eval_interval=3, eval_batches=2,
+                       checkpoint_interval=3, dense_warmup_steps=4)
+
+
+def test_training_reduces_loss_switches_to_sparse_and_resumes_exactly(text_dir, tmp_path):
+    corpus = load_corpus(text_dir)
+    straight = Trainer(SMALL, _cfg(12), corpus, tmp_path / "a", torch.device("cpu"), progress=False)
+    summary = straight.run()
+    losses = _losses(tmp_path / "a")
+    assert losses[12] < losses[1]
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["sparse"] for r in rows if "loss" in r][3:5] == [False, True]  # 2:4 from step 4 (0-based)
+    assert 0 < summary["act_sparsity"] < 1 and "val_loss" in summary
+    assert (tmp_path / "a" / "loss.png").exists() and (tmp_path / "a" / "sparsity.png").exists()
+
+    # the same run interrupted (Ctrl-C) at step 7, then resumed: the same trajectory
+    interrupted = Trainer(SMALL, _cfg(12), corpus, tmp_path / "b", torch.device("cpu"), progress=False)
+    _interrupt_at(interrupted, 7)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    resumed = Trainer(SMALL, _cfg(12), corpus, tmp_path / "b", torch.device("cpu"), resume=True, progress=False)
+    assert resumed.step == 7
+    resumed.run()
+    assert _losses(tmp_path / "b") == losses
+
+
+def _interrupt_at(trainer, step):
+    """Make the trainer see Ctrl-C when it is about to run `step`."""
+    original = trainer._train_step
+
+    def step_then_interrupt(track_stats):
+        if trainer.step == step:
+            raise KeyboardInterrupt
+        return original(track_stats)
+
+    trainer._train_step = step_then_interrupt
+
+
+def test_ctrl_c_saves_a_checkpoint(text_dir, tmp_path):
+    trainer = Trainer(SMALL, _cfg(10), load_corpus(text_dir), tmp_path / "r", torch.device("cpu"), progress=False)
+    _interrupt_at(trainer, 2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    state = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2
+
+
+def test_refuses_to_overwrite_or_resume_into_another_model(text_dir, tmp_path):
+    corpus = load_corpus(text_dir)
+    Trainer(SMALL, _cfg(3), corpus, tmp_path / "r", torch.device("cpu"), progress=False).run()
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(SMALL, _cfg(3), corpus, tmp_path / "r", torch.device("cpu"), progress=False)
+    other = ModelConfig(d_model=32, n_layers=3, n_heads=2, seq_len=32, hidden=64)
+    with pytest.raises(ValueError, match="n_layers"):
+        Trainer(other, _cfg(6), corpus, tmp_path / "r", torch.device("cpu"), resume=True, progress=False)
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(SMALL, _cfg(3), corpus, tmp_path / "new", torch.device("cpu"), resume=True, progress=False)
+
+
+def test_bad_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_corpus(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no text files"):
+        load_corpus(tmp_path / "empty")
+    (tmp_path / "blank.txt").write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        load_corpus(tmp_path / "blank.txt")
+    (tmp_path / "short.txt").write_text("too short for a sequence")
+    with pytest.raises(ValueError, match="fewer than one sequence"):
+        Trainer(SMALL, _cfg(3), load_corpus(tmp_path / "short.txt"), tmp_path / "o", torch.device("cpu"), progress=False)
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"content": 1}\n')
+    with pytest.raises(ValueError, match='"text" string'):
+        load_corpus(tmp_path / "bad.jsonl")
+
+
+def test_jsonl_and_stdlib_corpus(tmp_path):
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "a" * 500}) + "\n" + json.dumps({"text": "b" * 500}) + "\n")
+    corpus = load_corpus(tmp_path / "d.jsonl")
+    assert corpus.train.numel() + corpus.val.numel() == 1002
+    stdlib = load_corpus()
+    assert stdlib.files > 100 and stdlib.val.numel() > 10_000
+
+
+def test_model_configs():
+    relu2 = DecoderLM(preset("tiny", ffn="relu2")).num_params()
+    swiglu = DecoderLM(preset("tiny", ffn="swiglu")).num_params()
+    assert abs(relu2 - swiglu) / relu2 < 0.05  # SwiGLU's hidden size matches parameters
+    with pytest.raises(ValueError, match="ffn must be one of"):
+        ModelConfig(ffn="gelu")
+    with pytest.raises(ValueError, match="multiple of 64"):
+        ModelConfig(hidden=100)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("7b")
+    with pytest.raises(ValueError, match="exceeds the model's seq_len"):
+        DecoderLM(SMALL)(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_cli_train(text_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["train", "--data", str(text_dir), "--steps", "4", "--batch-size", "2", "--seq-len", "32",
+            "--eval-interval", "2", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert '"step": 4' in capsys.readouterr().out
+    assert main(args) == 2  # would overwrite: refused
+    assert "--resume" in capsys.readouterr().err
