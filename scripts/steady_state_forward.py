@@ -11,7 +11,8 @@ import torch
 
 from act24 import functional
 from act24.bench.common import median_ms
-from act24.bench.ffn_forward import dense_ffn, realistic_operands
+from act24.bench.ffn_forward import realistic_operands
+from act24.reference import dense_ffn
 
 out = pathlib.Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ def test_failed_self_check_falls_back_to_dense_with_one_warning(monkeypatch):
     # a machine whose cuSPARSELt layout changed: the module must run densely and say so once
     monkeypatch.setattr(B, "_warned", set())
     fallback = _decide(problem="the packer's layout differs from torch._cslt_compress (cuSPARSELt 900)")
-    monkeypatch.setattr("act24.ffn.module.backend_for", lambda device, dtype: fallback)
+    monkeypatch.setattr("act24.ffn.module.backend_for", lambda device, dtype=None: fallback)
     torch.manual_seed(0)
     ffn = act24.SquaredReLUFFN(16, 64, sparse=True)
     x = torch.randn(8, 16)

@@ -22,10 +22,12 @@ def _bits(t):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("M,K,rows_per_program", [(64, 64, 1), (128, 192, 1), (192, 128, 2), (64, 256, 4), (320, 64, 2)])
-def test_packed_bytes_equal_the_reference(M, K, rows_per_program, dtype):
+@pytest.mark.parametrize(
+    "M,K,blocks,cols", [(64, 64, 1, 2), (128, 192, 1, 1), (192, 128, 2, 4), (64, 256, 4, 2), (320, 64, 2, 1)]
+)
+def test_packed_bytes_equal_the_reference(M, K, blocks, cols, dtype):
     y1 = relu2_inputs(M, K, dtype, seed=M * 7 + K).to(DEVICE)
-    out = sparsify_pack(y1, blocks_per_program=rows_per_program)
+    out = sparsify_pack(y1, blocks_per_program=blocks, cols_per_program=cols)
     y2, a = _expected(y1.cpu())
     assert torch.equal(_bits(out.packed.cpu()), _bits(compress_reference(a)))
     # decoded operand is the masked activation, NaN and Inf included
@@ -58,3 +60,11 @@ def test_bad_input_is_rejected_with_the_rule():
         sparsify_pack(torch.randn(128, 64, device=DEVICE, dtype=torch.bfloat16).t())
     with pytest.raises(ValueError, match="must be 2-D"):
         sparsify_pack(torch.randn(64, device=DEVICE, dtype=torch.bfloat16))
+    y1 = torch.randn(64, 64, device=DEVICE, dtype=torch.bfloat16)
+    for bad in (0, 3, -1):
+        with pytest.raises(ValueError, match="cols_per_program must be a power of 2"):
+            sparsify_pack(y1, cols_per_program=bad)
+    with pytest.raises(ValueError, match="num_warps must be a power of 2"):
+        sparsify_pack(y1, num_warps=3)
+    with pytest.raises(ValueError, match="blocks_per_program must be in"):
+        sparsify_pack(y1, blocks_per_program=128)

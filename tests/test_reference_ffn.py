@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from act24 import reference as ref
+from conftest import sort_based_top2
 
 
 def _inputs(T=64, d=16, H=32, dtype=torch.float64, seed=0):
@@ -12,7 +13,7 @@ def _inputs(T=64, d=16, H=32, dtype=torch.float64, seed=0):
     return x, w1, w2
 
 
-def _explicit_masks(x, w1, perm, num_dense):
+def _explicit_masks(x, w1, num_dense):
     """Masks of the recipe computed step by step from the definitions."""
     y2 = torch.relu(x @ w1.t()) ** 2
     m = ref.tokenwise_mask(y2)
@@ -27,7 +28,7 @@ def test_sparse_ffn_gradients_equal_the_explicit_masked_formula(T):
     x, w1, w2 = _inputs(T=T)
     perm = ref.token_permutation(T + (-T) % 4, seed=5)
     num_dense = 3
-    m, a, dense = _explicit_masks(x, w1, perm, num_dense)
+    m, a, dense = _explicit_masks(x, w1, num_dense)
     dy3 = torch.randn(T, w2.shape[0], dtype=torch.float64)
 
     xs, w1s, w2s = (t.clone().requires_grad_() for t in (x, w1, w2))
@@ -41,10 +42,20 @@ def test_sparse_ffn_gradients_equal_the_explicit_masked_formula(T):
     assert torch.equal(y, ye)
     assert torch.equal(xs.grad, xe.grad)
 
-    # weight gradients: the feature-wise operands of the recipe
+    # weight gradients: the feature-wise operands, built here by sorting each group of 4 permuted tokens
     dy1 = torch.where(m, (dy3 @ w2) * 2 * torch.relu(x @ w1.t()), 0.0)
-    fa = ref.featurewise_operand(a, perm, dense)
-    fd = ref.featurewise_operand(dy1, perm, dense)
+
+    def featurewise(t):
+        padded = torch.nn.functional.pad(t, (0, 0, 0, len(perm) - T))[perm]  # [T4, H], permuted order
+        keep = sort_based_top2(padded.reshape(len(perm) // 4, 4, -1).transpose(1, 2)).transpose(1, 2)
+        keep = keep.reshape(len(perm), -1)
+        keep_orig = torch.zeros_like(keep)
+        keep_orig[perm] = keep
+        keep_orig = keep_orig[:T]
+        keep_orig[:, dense] = True
+        return torch.where(keep_orig, t, 0.0)
+
+    fa, fd = featurewise(a), featurewise(dy1)
     torch.testing.assert_close(w2s.grad, dy3.t() @ fa, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(w1s.grad, fd.t() @ x, rtol=1e-12, atol=1e-12)
     # the dense features get their exact (forward-masked) gradient
@@ -70,8 +81,19 @@ def test_sparse_equals_dense_when_activations_are_already_2_4():
     w1[0, 0] = w1[5, 1] = 1.0
     w2 = torch.randn(d, H, dtype=torch.float64)
     perm = torch.arange(T)
-    y, _, _ = ref.sparse_ffn(x, w1, w2, perm, 0)
-    torch.testing.assert_close(y, ref.dense_ffn(x, w1, w2))
+    w1.requires_grad_()
+    w2.requires_grad_()
+    xs = x.clone().requires_grad_()
+    y, _, _ = ref.sparse_ffn(xs, w1, w2, perm, 0)
+    dy = torch.randn_like(y)
+    sparse_grads = torch.autograd.grad(y, (xs, w1, w2), dy)
+    xd = x.clone().requires_grad_()
+    yd = ref.dense_ffn(xd, w1, w2)
+    dense_grads = torch.autograd.grad(yd, (xd, w1, w2), dy)
+    torch.testing.assert_close(y, yd)
+    for s, d in zip(sparse_grads, dense_grads):  # the whole backward recipe reduces to dense autograd
+        torch.testing.assert_close(s, d)
+    assert dense_grads[1].abs().sum() > 0 and dense_grads[2].abs().sum() > 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -97,8 +119,12 @@ def test_sparse_ffn_bad_input():
         ref.sparse_ffn(x, w1, w2.t(), perm, 0)
     with pytest.raises(ValueError, match="hidden size must be a multiple of 4"):
         ref.sparse_ffn(x, w1[:30], w2[:, :30], perm, 0)
-    with pytest.raises(ValueError, match="perm must be a permutation of 64"):
+    with pytest.raises(ValueError, match=r"perm must be an int64/int32 tensor of shape \(64,\)"):
         ref.sparse_ffn(x, w1, w2, torch.arange(60), 0)
+    with pytest.raises(ValueError, match="each token exactly once"):
+        ref.sparse_ffn(x, w1, w2, torch.arange(64) // 2, 0)
+    with pytest.raises(ValueError, match="int64/int32"):
+        ref.sparse_ffn(x, w1, w2, torch.arange(64).double(), 0)
     with pytest.raises(ValueError, match="num_dense"):
         ref.sparse_ffn(x, w1, w2, perm, 33)
     with pytest.raises(ValueError, match="w1 is on meta"):

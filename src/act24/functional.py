@@ -39,8 +39,10 @@ def sparse_ffn_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> t
     problem = fast_forward.supports(x, w1)
     if problem is not None:
         raise ValueError(problem)
-    with torch.no_grad():
-        return fast_forward.sparse_forward(x, w1, w2)[0]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, w2)):
+        raise RuntimeError("sparse_ffn_forward has no backward: call it under torch.no_grad()/inference_mode(), "
+                           "or train with SquaredReLUFFN")
+    return fast_forward.sparse_forward(x, w1, w2)[0]
 
 
 def sparse_mm(packed: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:

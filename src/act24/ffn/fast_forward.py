@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops
-from ..kernels.sparsify_pack import ROW_BLOCK
+from ..kernels.sparsify_pack import COL_BLOCK, ROW_BLOCK
 
-HIDDEN_MULTIPLE = 64  # the packer's metadata block
+HIDDEN_MULTIPLE = 2 * COL_BLOCK  # the packer's column strip
 MODEL_MULTIPLE = 16  # cuSPARSELt's dense-operand alignment
 
 

@@ -17,11 +17,12 @@ from .backend import backend_for, warn_fallback_once
 
 
 def _autocast_inputs(x, w1, w2):
-    """Cast like autocast would for a matmul, so the FFN can run with autocast disabled inside."""
+    """Cast like autocast would for a matmul (float64 is left alone), so the FFN can run with
+    autocast disabled inside."""
     dev = x.device.type
     if torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
-        return x.to(dt), w1.to(dt), w2.to(dt)
+        return tuple(t if t.dtype == torch.float64 else t.to(dt) for t in (x, w1, w2))
     return x, w1, w2
 
 
@@ -81,10 +82,12 @@ class SquaredReLUFFN(nn.Module):
         return handle
 
     def token_permutation(self, num_tokens: int, device: torch.device) -> torch.Tensor:
-        padded = num_tokens + (-num_tokens) % ref.selection.GROUP
-        key = (padded, device)
+        """The fixed grouping of this module's tokens (padded to a multiple of 4); the last few are cached."""
+        key = (ref.padded_token_count(num_tokens), device)
         if key not in self._perms:
-            self._perms[key] = ref.token_permutation(padded, self.perm_seed, device)
+            if len(self._perms) >= 8:  # variable-length inputs must not grow the cache without bound
+                self._perms.pop(next(iter(self._perms)))
+            self._perms[key] = ref.token_permutation(key[0], self.perm_seed, device)
         return self._perms[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,6 +116,10 @@ class SquaredReLUFFN(nn.Module):
         backend = backend_for(x.device, x.dtype)
         if backend.name == "reference":
             return self._reference_sparse(x, w1, w2)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, w2))
+        if needs_grad and backend_for(x.device).name == "cusparselt":
+            # a supported GPU; the fast training kernels are not built yet: the recipe in plain PyTorch
+            return self._reference_sparse(x, w1, w2)
         if backend.name == "dense-fallback":
             warn_fallback_once(backend.reason)
             return self._dense(x, w1, w2, want_stats)
@@ -122,9 +129,6 @@ class SquaredReLUFFN(nn.Module):
         if problem is not None:
             warn_fallback_once(problem)
             return self._dense(x, w1, w2, want_stats)
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, w2))
-        if needs_grad:
-            return self._reference_sparse(x, w1, w2)
         if not dispatch.use_sparse(x.shape[0], self.d, self.hidden):
             return self._dense(x, w1, w2, want_stats)
         y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2)

@@ -1,7 +1,8 @@
 """2:4 sparse GEMM through cuSPARSELt (`torch._cslt_sparse_mm`).
 
 out[M, N] = A[M, K] @ B[K, N] where A is 2:4 sparse along K and given packed in
-cuSPARSELt's layout ([M, K*9/16], as `torch._cslt_compress` returns it). The best algorithm differs per shape and
+cuSPARSELt's layout ([M, K*9/16], as `torch._cslt_compress` returns it for M and K
+multiples of 64, the only shapes used here). The best algorithm differs per shape and
 some raise on some shapes, so each (shape, dtype, layout, device) is timed once
 over every algorithm that runs, and the fastest is cached. `transpose_result` is
 never used: it measured slower than dense on the H200.
@@ -107,12 +108,11 @@ def algorithm_for(packed: torch.Tensor, b: torch.Tensor, m: int) -> Algorithm:
 def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
     """A @ B for the packed 2:4 operand A [m, K] and dense B [K, N] (row- or column-major)."""
     k = b.shape[0]
+    if m % 64 or k % 64:
+        raise ValueError(f"the sparse operand's rows ({m}) and columns ({k}) must be multiples of 64")
     if packed.shape != (m, k * 9 // 16):
         raise ValueError(f"packed operand must have shape ({m}, {k * 9 // 16}) for a [{m}, {k}] matrix, got {tuple(packed.shape)}")
     if packed.dtype != b.dtype:
         raise TypeError(f"packed operand is {packed.dtype} but the dense operand is {b.dtype}")
     return _run(packed, b, algorithm_for(packed, b, m))
 
-
-def clear_cache() -> None:
-    _cache.clear()

@@ -186,8 +186,6 @@ class PackedActivation:
     """The packed 2:4 operand [rows, cols] plus what the forward counted on the way."""
 
     packed: torch.Tensor  # [rows, cols * 9 / 16] of the input dtype: values, then metadata
-    rows: int
-    cols: int
     kept_per_feature: torch.Tensor  # int32 [cols]: non-zeros the mask kept, per column
     nonzeros_per_feature: torch.Tensor  # int32 [cols]: non-zeros of relu(y1)**2 before the mask
 
@@ -214,6 +212,9 @@ def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 16, cols_per_pr
     check_sparsify_input(y1)
     if not 1 <= blocks_per_program <= 127:
         raise ValueError(f"blocks_per_program must be in [1, 127] (8-bit counters), got {blocks_per_program}")
+    for name, value in (("cols_per_program", cols_per_program), ("num_warps", num_warps)):
+        if value < 1 or value & (value - 1):
+            raise ValueError(f"{name} must be a power of 2 >= 1, got {value}")
     M, K = y1.shape
     while K % (COL_BLOCK * cols_per_program):
         cols_per_program //= 2
@@ -229,4 +230,4 @@ def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 16, cols_per_pr
         BLOCKS=blocks_per_program, CB=cols_per_program, DTYPE=_TL_DTYPE[y1.dtype], INTEGER_ROUNDING=_INTERPRETED,
         num_warps=num_warps,
     )
-    return PackedActivation(packed, M, K, kept, nonzeros)
+    return PackedActivation(packed, kept, nonzeros)

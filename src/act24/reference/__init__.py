@@ -7,9 +7,11 @@ machines without a suitable GPU.
 from .compressed import CompressedOperand, compress, decompress, mask_of
 from .ffn import SparseSquaredReLUFFN, check_ffn_args, dense_ffn, featurewise_operand, sparse_ffn, squared_relu
 from .selection import (
+    check_permutation,
     dense_feature_count,
     densest_features,
     featurewise_mask,
+    padded_token_count,
     token_permutation,
     tokenwise_mask,
     top2_of_4,
@@ -29,6 +31,8 @@ __all__ = [
     "densest_features",
     "featurewise_mask",
     "featurewise_operand",
+    "padded_token_count",
+    "check_permutation",
     "mask_of",
     "sparse_ffn",
     "squared_relu",

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_float, check_ndim, check_same_device, check_same_dtype
-from .selection import GROUP, densest_features, featurewise_mask, tokenwise_mask
+from .selection import GROUP, check_permutation, densest_features, featurewise_mask, padded_token_count, tokenwise_mask
 
 
 def check_ffn_args(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> None:
@@ -44,11 +44,6 @@ def dense_ffn(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tens
     return squared_relu(x @ w1.t()) @ w2.t()
 
 
-def _pad_tokens(t: torch.Tensor, multiple: int) -> torch.Tensor:
-    pad = (-t.shape[0]) % multiple
-    return F.pad(t, (0, 0, 0, pad)) if pad else t
-
-
 def featurewise_operand(masked: torch.Tensor, perm: torch.Tensor, dense_features: torch.Tensor) -> torch.Tensor:
     """`masked` [T, H] with 2:4 along tokens applied except on `dense_features`.
 
@@ -56,7 +51,7 @@ def featurewise_operand(masked: torch.Tensor, perm: torch.Tensor, dense_features
     which must be T rounded up to a multiple of 4.
     """
     T = masked.shape[0]
-    padded = _pad_tokens(masked, GROUP)
+    padded = F.pad(masked, (0, 0, 0, padded_token_count(T) - T))
     keep = featurewise_mask(padded, perm)[:T]
     keep[:, dense_features] = True
     return torch.where(keep, masked, torch.zeros((), dtype=masked.dtype, device=masked.device))
@@ -78,11 +73,14 @@ class SparseSquaredReLUFFN(torch.autograd.Function):
         return a @ w2.t(), kept, nnz
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the masks are constants: no higher-order gradients
     def backward(ctx, dy3, _kept_grad, _nnz_grad):
         x, w1, w2, a, m, perm, kept = ctx.saved_tensors
         zero = torch.zeros((), dtype=a.dtype, device=a.device)
         dy2 = dy3 @ w2
-        # relu(y1) at kept positions is sqrt(y2): nothing but `a` is needed from the forward
+        # relu(y1) at kept positions is sqrt(y2): nothing but `a` is needed from the forward (in fp16,
+        # relu(y1) < 2.4e-4 squares to 0, in the forward too, so its gradient is 0 in both).
+        # where(m, ...) rather than a product, so Inf/NaN in dy2 cannot leak into dropped positions.
         dy1 = torch.where(m, dy2 * 2 * a.sqrt(), zero)
         dx = dy1 @ w1
         dense = densest_features(kept, ctx.num_dense)
@@ -94,10 +92,8 @@ class SparseSquaredReLUFFN(torch.autograd.Function):
 def sparse_ffn(x, w1, w2, perm: torch.Tensor, num_dense: int):
     """Sparse-mode FFN on [T, d] tokens: returns (y, kept_per_feature, nonzeros_before_mask)."""
     check_ffn_args(x, w1, w2)
-    T = x.shape[0]
-    expected = T + (-T) % GROUP
-    if perm.shape != (expected,):
-        raise ValueError(f"perm must be a permutation of {expected} tokens (T={T} rounded up to a multiple of {GROUP})")
+    # T rounded up to a multiple of 4: the feature-wise path pads the token axis with zero tokens
+    check_permutation(perm, padded_token_count(x.shape[0]))
     if not 0 <= num_dense <= w1.shape[0]:
         raise ValueError(f"num_dense must be in [0, hidden={w1.shape[0]}], got {num_dense}")
     return SparseSquaredReLUFFN.apply(x, w1, w2, perm.to(x.device), num_dense)

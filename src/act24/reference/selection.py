@@ -41,6 +41,18 @@ def tokenwise_mask(y: torch.Tensor) -> torch.Tensor:
     return top2_of_4(groups).reshape(y.shape)
 
 
+def padded_token_count(num_tokens: int) -> int:
+    """Tokens are grouped in fours along the feature-wise path: T rounded up to a multiple of 4."""
+    return num_tokens + (-num_tokens) % GROUP
+
+
+def check_permutation(perm: torch.Tensor, num_tokens: int) -> None:
+    if perm.dtype not in (torch.int64, torch.int32) or perm.shape != (num_tokens,):
+        raise ValueError(f"perm must be an int64/int32 tensor of shape ({num_tokens},), got {perm.dtype} {tuple(perm.shape)}")
+    if not torch.equal(perm.sort().values, torch.arange(num_tokens, device=perm.device, dtype=perm.dtype)):
+        raise ValueError(f"perm must be a permutation of range({num_tokens}) (each token exactly once)")
+
+
 def token_permutation(num_tokens: int, seed: int, device=None) -> torch.Tensor:
     """Fixed random order in which tokens are grouped in fours (a bijection of range(T))."""
     gen = torch.Generator().manual_seed(seed)
@@ -59,13 +71,10 @@ def featurewise_mask(masked: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     check_ndim("masked", masked, ndim=2)
     T, H = masked.shape
     check_multiple("masked", T, GROUP, "the token count (dim 0) for the feature-wise 2:4 path")
-    if perm.shape != (T,):
-        raise ValueError(f"perm must have shape ({T},), got {tuple(perm.shape)}")
+    check_permutation(perm, T)
     grouped = masked[perm].reshape(T // GROUP, GROUP, H).transpose(1, 2)  # [T/4, H, 4]
     keep_grouped = top2_of_4(grouped).transpose(1, 2).reshape(T, H)
-    keep = torch.empty_like(keep_grouped)
-    keep[perm] = keep_grouped
-    return keep
+    return torch.zeros_like(keep_grouped).index_copy_(0, perm.long(), keep_grouped)
 
 
 def dense_feature_count(hidden: int, fraction: float, multiple: int = 1) -> int:
