@@ -53,3 +53,18 @@ def test_dispatch_threshold():
         dispatch.set_sparse_threshold(old)
     assert not dispatch.use_sparse(1, 4096, 16384)  # decode stays dense
     assert dispatch.use_sparse(8192, 2048, 8192) and not dispatch.use_sparse(4096, 2048, 8192)
+
+
+def test_training_on_a_supported_gpu_runs_the_recipe_for_any_dtype(monkeypatch):
+    # the fast training kernels are not built: with autograd the module must run the reference recipe
+    # (not the dense fallback), also for float32 activations and shapes the GPU forward rejects
+    fast = B.Backend("cusparselt", "test")
+    monkeypatch.setattr("act24.ffn.module.backend_for", lambda device, dtype=None: fast)
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(16, 64, sparse=True, perm_seed=1)
+    x = torch.randn(8, 16, requires_grad=True)
+    y = ffn(x)
+    perm = ffn.token_permutation(8, x.device)
+    expected, _, _ = act24.reference.sparse_ffn(x, ffn.w1, ffn.w2, perm, act24.reference.dense_feature_count(64, 0.05))
+    assert torch.equal(y, expected)
+    assert not torch.equal(y, torch.relu(x @ ffn.w1.t()) ** 2 @ ffn.w2.t())  # 2:4 dropped something
