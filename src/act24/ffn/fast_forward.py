@@ -13,9 +13,10 @@ MODEL_MULTIPLE = 16  # cuSPARSELt's dense-operand alignment
 
 
 def supports(x: torch.Tensor, w1: torch.Tensor) -> str | None:
-    """None if the fast forward can run these operands, else the reason it cannot."""
-    if x.dtype not in (torch.bfloat16, torch.float16):
-        return f"{x.dtype} operands: 2:4 tensor cores take bfloat16/float16 (use autocast or .to(torch.bfloat16))"
+    """None if the fast forward can run these shapes, else the reason it cannot.
+
+    The dtype is not checked here: `backend_for(device, dtype)` already gates it for every caller.
+    """
     hidden, d = w1.shape
     if hidden % HIDDEN_MULTIPLE:
         return f"hidden={hidden} is not a multiple of {HIDDEN_MULTIPLE}"

@@ -132,7 +132,7 @@ class SquaredReLUFFN(nn.Module):
         if not dispatch.use_sparse(x.shape[0], self.d, self.hidden):
             return self._dense(x, w1, w2, want_stats)
         y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2)
-        return y, (kept, nonzeros.sum())
+        return y, ((kept, nonzeros.sum()) if want_stats else None)  # no reduction on the hot path
 
     def _reference_sparse(self, x, w1, w2):
         num_dense = ref.dense_feature_count(self.hidden, self.dense_fraction)
