@@ -15,3 +15,18 @@ def test_info_json(capsys):
 def test_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "act24", "--help"], capture_output=True, text=True, check=True).stdout
     assert "info" in out
+
+
+def test_bench_prefill_tiny_on_cpu(tmp_path, capsys):
+    import pytest
+    import torch
+
+    pytest.importorskip("transformers")
+    if torch.cuda.is_available():
+        pytest.skip("the GPU runs the 1b config; covered by the GPU script")
+    assert main(["bench", "prefill", "--config", "tiny", "--tokens", "64", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "prefill.json").read_text())
+    row = result["rows"][0]
+    assert row["T"] == 64 and row["dense_ms"] > 0 and row["sparse_ms"] > 0 and row["decode_dense_tok_s"] > 0
+    assert result["converted_mlps"] == 2 and 0 < row["act_sparsity"] < 1
+    assert {"logits_rel_err", "greedy_token_agreement"} <= set(result["agreement"])

@@ -6,15 +6,35 @@ import datetime
 import json
 import os
 import pathlib
+import statistics
 import subprocess
+import time
 
 import torch
 
 
 def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
+    """Median of CUDA-event timings (triton's do_bench); on a CPU, of wall-clock timings."""
+    if not torch.cuda.is_available():
+        return wall_median_ms(fn, reps=5)
     import triton.testing
 
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def wall_median_ms(fn, reps: int = 5) -> float:
+    """Median wall-clock time of whole calls (for work that syncs with the host, like generate())."""
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
 
 
 def commit() -> str:

@@ -8,6 +8,8 @@ import sys
 def run(args) -> int:
     import torch
 
+    if args.what == "prefill":
+        return run_prefill(args)
     if not torch.cuda.is_available():
         print("act24 bench needs a CUDA GPU (this machine has none)", file=sys.stderr)
         return 2
@@ -23,10 +25,34 @@ def run(args) -> int:
     return 0
 
 
+def run_prefill(args) -> int:
+    import torch
+
+    from ..bench import common, prefill
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = args.config or ("1b" if device == "cuda" else "tiny")
+    tokens = tuple(args.tokens) if args.tokens else (prefill.TOKENS if config == "1b" else (64, 128))
+    try:
+        rows, meta = prefill.prefill_rows(config, tokens, device, progress=lambda r: print(
+            f"T={r['T']}: prefill {r['speedup']:.3f}x, decode {r['decode_sparse_tok_s']:.1f} vs "
+            f"{r['decode_dense_tok_s']:.1f} tok/s", flush=True))
+    except RuntimeError as e:
+        print(f"act24 bench prefill: {e}", file=sys.stderr)
+        return 2
+    path = common.write_result(args.out, "prefill", {**common.header(), **meta, "rows": rows})
+    common.print_table(rows, prefill.COLUMNS)
+    print(f"agreement on a {meta['agreement']['prompt_tokens']}-token prompt: {meta['agreement']}")
+    print(f"wrote {path}")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (GPU): dense vs act24 sparse")
-    p.add_argument("what", choices=["ffn"], help="ffn: the FFN forward")
+    p.add_argument("what", choices=["ffn", "prefill"],
+                   help="ffn: the FFN forward (GPU); prefill: a Nemotron-like model's prefill and decode")
     p.add_argument("--tokens", type=int, nargs="+", help="token counts (default: 2048 ... 32768)")
     p.add_argument("--shape", type=int, nargs=2, action="append", metavar=("D", "H"), help="model dim and hidden size")
+    p.add_argument("--config", choices=["1b", "tiny"], help="prefill model (default: 1b on a GPU, tiny on CPU)")
     p.add_argument("--out", default="results", help="folder for the JSON results (default: results)")
     p.set_defaults(run=run)

@@ -25,11 +25,13 @@ def supports(x: torch.Tensor, w1: torch.Tensor) -> str | None:
     return None
 
 
-def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor):
-    """y = (relu(x @ w1.T)**2 * m) @ w2.T; returns (y, kept per feature, non-zeros per feature)."""
+def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torch.Tensor | None = None):
+    """y = (relu(x @ w1.T + b1)**2 * m) @ w2.T; returns (y, kept per feature, non-zeros per feature)."""
     T = x.shape[0]
     pad = (-T) % ROW_BLOCK  # zero tokens give zero activations: padding changes nothing
-    y1 = (F.pad(x, (0, 0, 0, pad)) if pad else x) @ w1.t()
+    y1 = F.linear(F.pad(x, (0, 0, 0, pad)) if pad else x, w1, b1)
+    if pad and b1 is not None:
+        y1[T:] = 0  # the bias would make padded tokens count in the per-feature statistics
     packed, kept, nonzeros = ops.sparsify_pack(y1)
     y = ops.sparse_mm(packed, w2.t(), T + pad)
     return (y[:T] if pad else y), kept, nonzeros

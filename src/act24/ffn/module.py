@@ -7,6 +7,7 @@ from collections import OrderedDict
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -16,20 +17,20 @@ from . import dispatch
 from .backend import backend_for, warn_fallback_once
 
 
-def _autocast_inputs(x, w1, w2):
+def _autocast_inputs(*tensors):
     """Cast like autocast would for a matmul (float64 is left alone), so the FFN can run with
-    autocast disabled inside."""
-    dev = x.device.type
+    autocast disabled inside. None (an absent bias) passes through."""
+    dev = tensors[0].device.type
     if torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
-        return tuple(t if t.dtype == torch.float64 else t.to(dt) for t in (x, w1, w2))
-    return x, w1, w2
+        return tuple(t if t is None or t.dtype == torch.float64 else t.to(dt) for t in tensors)
+    return tensors
 
 
-class SquaredReLUFFN(nn.Module):
-    """y = relu(x @ w1.T)**2 @ w2.T, with 2:4 activation sparsity when `sparse` is True.
+class SquaredReLUFFNBase(nn.Module):
+    """The 2:4 machinery of act24's FFN modules; a subclass says where its weights live.
 
-    Weights are shaped like nn.Linear's: w1 [hidden, d], w2 [d, hidden].
+    y = relu(x @ w1.T + b1)**2 @ w2.T + b2, with 2:4 activation sparsity when `sparse` is True.
     sparse:         run the 2:4 recipe (turn on after the dense warm-up).
     dense_fraction: share of the densest features kept dense in the weight gradients.
     perm_seed:      seed of the fixed token grouping used by the weight gradients;
@@ -46,8 +47,6 @@ class SquaredReLUFFN(nn.Module):
         dense_fraction: float = 0.05,
         perm_seed: int | None = None,
         track_stats: bool = False,
-        device=None,
-        dtype=None,
     ):
         super().__init__()
         if d <= 0 or hidden <= 0:
@@ -61,21 +60,17 @@ class SquaredReLUFFN(nn.Module):
         self.perm_seed = int(torch.randint(0, 2**31 - 1, ()).item()) if perm_seed is None else int(perm_seed)
         self.track_stats = track_stats
         self.last_stats: ref.FFNStats | None = None
-        self._stats_hooks: OrderedDict[int, Callable[["SquaredReLUFFN", ref.FFNStats], None]] = OrderedDict()
+        self._stats_hooks: OrderedDict[int, Callable[[nn.Module, ref.FFNStats], None]] = OrderedDict()
         self._perms: dict[tuple[int, torch.device], torch.Tensor] = {}
-        self.w1 = nn.Parameter(torch.empty(hidden, d, device=device, dtype=dtype))
-        self.w2 = nn.Parameter(torch.empty(d, hidden, device=device, dtype=dtype))
-        self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        # nn.Linear's default initialisation
-        nn.init.kaiming_uniform_(self.w1, a=math.sqrt(5))
-        nn.init.kaiming_uniform_(self.w2, a=math.sqrt(5))
+    def ffn_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(w1 [hidden, d], w2 [d, hidden], b1 [hidden] or None, b2 [d] or None)."""
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"d={self.d}, hidden={self.hidden}, sparse={self.sparse}, dense_fraction={self.dense_fraction}"
 
-    def register_stats_hook(self, hook: Callable[["SquaredReLUFFN", ref.FFNStats], None]):
+    def register_stats_hook(self, hook: Callable[[nn.Module, ref.FFNStats], None]):
         """Call hook(module, stats) after every forward; returns a handle with .remove()."""
         handle = RemovableHandle(self._stats_hooks)
         self._stats_hooks[handle.id] = hook
@@ -98,10 +93,10 @@ class SquaredReLUFFN(nn.Module):
         if x.ndim == 1:
             raise ValueError(f"x must have a token dimension: shape [..., tokens, {self.d}], got 1-D {tuple(x.shape)}")
         lead = x.shape[:-1]
-        x2, w1, w2 = _autocast_inputs(x.reshape(-1, self.d), self.w1, self.w2)
+        x2, w1, w2, b1, b2 = _autocast_inputs(x.reshape(-1, self.d), *self.ffn_weights())
         want_stats = self.track_stats or bool(self._stats_hooks)
         with torch.autocast(x.device.type, enabled=False):
-            y, counts = self._run(x2, w1, w2, want_stats)
+            y, counts = self._run(x2, w1, w2, b1, b2, want_stats)
         if want_stats and counts is not None:
             stats = ref.FFNStats.from_counts(x2.shape[0], *counts)
             self.last_stats = stats
@@ -109,39 +104,64 @@ class SquaredReLUFFN(nn.Module):
                 hook(self, stats)
         return y.reshape(*lead, self.d)
 
-    def _run(self, x, w1, w2, want_stats):
+    def _run(self, x, w1, w2, b1, b2, want_stats):
         ref.check_ffn_args(x, w1, w2)
+        ref.check_ffn_biases(b1, b2, w1)
         if not self.sparse:
-            return self._dense(x, w1, w2, want_stats)
+            return self._dense(x, w1, w2, b1, b2, want_stats)
         backend = backend_for(x.device, x.dtype)
         if backend.name == "reference":
-            return self._reference_sparse(x, w1, w2)
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, w2))
+            return self._reference_sparse(x, w1, w2, b1, b2)
+        needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w1, w2, b1, b2))
         if needs_grad and backend_for(x.device).name == "cusparselt":
             # a supported GPU; the fast training kernels are not built yet: the recipe in plain PyTorch
-            return self._reference_sparse(x, w1, w2)
+            return self._reference_sparse(x, w1, w2, b1, b2)
         if backend.name == "dense-fallback":
             warn_fallback_once(backend.reason)
-            return self._dense(x, w1, w2, want_stats)
+            return self._dense(x, w1, w2, b1, b2, want_stats)
         from . import fast_forward  # needs Triton: imported only on the fast backend
 
         problem = fast_forward.supports(x, w1)
         if problem is not None:
             warn_fallback_once(problem)
-            return self._dense(x, w1, w2, want_stats)
+            return self._dense(x, w1, w2, b1, b2, want_stats)
         if not dispatch.use_sparse(x.shape[0], self.d, self.hidden):
-            return self._dense(x, w1, w2, want_stats)
-        y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2)
+            return self._dense(x, w1, w2, b1, b2, want_stats)
+        y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, b1)
+        if b2 is not None:
+            y = y + b2
         return y, ((kept, nonzeros.sum()) if want_stats else None)  # no reduction on the hot path
 
-    def _reference_sparse(self, x, w1, w2):
+    def _reference_sparse(self, x, w1, w2, b1, b2):
         num_dense = ref.dense_feature_count(self.hidden, self.dense_fraction)
         perm = self.token_permutation(x.shape[0], x.device)
-        y, kept, nnz = ref.sparse_ffn(x, w1, w2, perm, num_dense)
+        y, kept, nnz = ref.sparse_ffn(x, w1, w2, perm, num_dense, b1, b2)
         return y, (kept, nnz)
 
     @staticmethod
-    def _dense(x, w1, w2, want_stats):
-        y2 = ref.squared_relu(x @ w1.t())
+    def _dense(x, w1, w2, b1, b2, want_stats):
+        y2 = ref.squared_relu(F.linear(x, w1, b1))
         counts = ref.activation_counts(y2.detach()) if want_stats else None
-        return y2 @ w2.t(), counts
+        return F.linear(y2, w2, b2), counts
+
+
+class SquaredReLUFFN(SquaredReLUFFNBase):
+    """y = relu(x @ w1.T)**2 @ w2.T, with 2:4 activation sparsity when `sparse` is True.
+
+    Weights are shaped like nn.Linear's: w1 [hidden, d], w2 [d, hidden]. The options are
+    SquaredReLUFFNBase's.
+    """
+
+    def __init__(self, d: int, hidden: int, *, device=None, dtype=None, **options):
+        super().__init__(d, hidden, **options)
+        self.w1 = nn.Parameter(torch.empty(hidden, d, device=device, dtype=dtype))
+        self.w2 = nn.Parameter(torch.empty(d, hidden, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's default initialisation
+        nn.init.kaiming_uniform_(self.w1, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.w2, a=math.sqrt(5))
+
+    def ffn_weights(self):
+        return self.w1, self.w2, None, None

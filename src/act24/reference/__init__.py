@@ -5,7 +5,7 @@ machines without a suitable GPU.
 """
 
 from .compressed import CompressedOperand, compress, decompress, mask_of
-from .ffn import SparseSquaredReLUFFN, check_ffn_args, dense_ffn, featurewise_operand, sparse_ffn, squared_relu
+from .ffn import SparseSquaredReLUFFN, check_ffn_args, check_ffn_biases, dense_ffn, featurewise_operand, sparse_ffn, squared_relu
 from .selection import (
     check_permutation,
     dense_feature_count,
@@ -24,6 +24,7 @@ __all__ = [
     "SparseSquaredReLUFFN",
     "activation_counts",
     "check_ffn_args",
+    "check_ffn_biases",
     "compress",
     "decompress",
     "dense_feature_count",

@@ -35,13 +35,26 @@ def check_ffn_args(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> None:
         raise ValueError(f"w1: hidden size must be a multiple of {GROUP} for 2:4 groups, got {hidden}")
 
 
+def check_ffn_biases(b1: torch.Tensor | None, b2: torch.Tensor | None, w1: torch.Tensor) -> None:
+    """Optional biases of the two linear layers: b1 [hidden], b2 [d], like w1's dtype and device."""
+    hidden, d = w1.shape
+    for name, b, size in (("b1", b1, hidden), ("b2", b2, d)):
+        if b is None:
+            continue
+        check_float(name, b)
+        check_same_device(name, b, "w1", w1)
+        check_same_dtype(name, b, "w1", w1)
+        if b.shape != (size,):
+            raise ValueError(f"{name} must be 1-D of size {size}, got shape {tuple(b.shape)}")
+
+
 def squared_relu(y1: torch.Tensor) -> torch.Tensor:
     r = F.relu(y1)
     return r * r
 
 
-def dense_ffn(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
-    return squared_relu(x @ w1.t()) @ w2.t()
+def dense_ffn(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1=None, b2=None) -> torch.Tensor:
+    return F.linear(squared_relu(F.linear(x, w1, b1)), w2, b2)
 
 
 def featurewise_operand(masked: torch.Tensor, perm: torch.Tensor, dense_features: torch.Tensor) -> torch.Tensor:
@@ -61,14 +74,15 @@ class SparseSquaredReLUFFN(torch.autograd.Function):
     """Outputs (y, kept_per_feature [H] int64, nonzeros_before_mask [] int64)."""
 
     @staticmethod
-    def forward(ctx, x, w1, w2, perm, num_dense: int):
-        y2 = squared_relu(x @ w1.t())
+    def forward(ctx, x, w1, w2, b1, perm, num_dense: int):
+        y2 = squared_relu(F.linear(x, w1, b1))
         m = tokenwise_mask(y2)
         a = torch.where(m, y2, torch.zeros((), dtype=y2.dtype, device=y2.device))
         kept = (a != 0).sum(0)
         nnz = (y2 != 0).sum()
         ctx.save_for_backward(x, w1, w2, a, m, perm, kept)
         ctx.num_dense = num_dense
+        ctx.has_b1 = b1 is not None
         ctx.mark_non_differentiable(kept, nnz)
         return a @ w2.t(), kept, nnz
 
@@ -86,14 +100,20 @@ class SparseSquaredReLUFFN(torch.autograd.Function):
         dense = densest_features(kept, ctx.num_dense)
         dw1 = featurewise_operand(dy1, perm, dense).t() @ x
         dw2 = dy3.t() @ featurewise_operand(a, perm, dense)
-        return dx, dw1, dw2, None, None
+        db1 = dy1.sum(0) if ctx.has_b1 else None  # exact: the bias sees every token
+        return dx, dw1, dw2, db1, None, None
 
 
-def sparse_ffn(x, w1, w2, perm: torch.Tensor, num_dense: int):
-    """Sparse-mode FFN on [T, d] tokens: returns (y, kept_per_feature, nonzeros_before_mask)."""
+def sparse_ffn(x, w1, w2, perm: torch.Tensor, num_dense: int, b1=None, b2=None):
+    """Sparse-mode FFN on [T, d] tokens: returns (y, kept_per_feature, nonzeros_before_mask).
+
+    b1, b2: optional biases of the two linear layers (b1 is added before ReLU²).
+    """
     check_ffn_args(x, w1, w2)
+    check_ffn_biases(b1, b2, w1)
     # T rounded up to a multiple of 4: the feature-wise path pads the token axis with zero tokens
     check_permutation(perm, padded_token_count(x.shape[0]))
     if not 0 <= num_dense <= w1.shape[0]:
         raise ValueError(f"num_dense must be in [0, hidden={w1.shape[0]}], got {num_dense}")
-    return SparseSquaredReLUFFN.apply(x, w1, w2, perm.to(x.device), num_dense)
+    y, kept, nnz = SparseSquaredReLUFFN.apply(x, w1, w2, b1, perm.to(x.device), num_dense)
+    return (y if b2 is None else y + b2), kept, nnz

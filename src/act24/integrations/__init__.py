@@ -1,0 +1,5 @@
+"""Integrations with other model code (Hugging Face transformers, plain PyTorch models)."""
+
+from .conversion import ConversionReport, convert
+
+__all__ = ["ConversionReport", "convert"]

@@ -1,0 +1,151 @@
+"""act24.convert: swap a model's Squared-ReLU MLPs for act24 modules in place, in one call.
+
+Recognised (by class name, so transformers is not imported): act24's own SquaredReLUFFN /
+SquaredReLUMLP and the non-gated MLPs of transformers' Nemotron, Nemotron-H, Arcee,
+Persimmon and NanoChat. The Linear layers are kept as they are, under their own names,
+so state-dict keys, biases and weight tying do not change. A recognised MLP whose
+activation is not Squared ReLU, and any gated MLP, is left alone and reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..ffn import SquaredReLUFFNBase, SquaredReLUMLP
+
+# class name -> (up projection, down projection, activation) attribute names
+KNOWN_MLPS: dict[str, tuple[str, str, str]] = {
+    "NemotronMLP": ("up_proj", "down_proj", "act_fn"),
+    "NemotronHMLP": ("up_proj", "down_proj", "act_fn"),
+    "ArceeMLP": ("up_proj", "down_proj", "act_fn"),
+    "PersimmonMLP": ("dense_h_to_4h", "dense_4h_to_h", "act"),
+    "NanoChatMLP": ("fc1", "fc2", "activation_fn"),
+}
+GATE_ATTRIBUTES = ("gate_proj", "gate_up_proj", "gate_up", "w3", "gate")
+MLP_NAME_HINTS = ("mlp", "ffn", "feedforward", "glu")
+
+
+@dataclass(frozen=True)
+class ConvertedModule:
+    path: str
+    kind: str  # the class that was there
+    d: int
+    hidden: int
+
+
+@dataclass(frozen=True)
+class SkippedModule:
+    path: str
+    kind: str
+    reason: str
+
+
+@dataclass
+class ConversionReport:
+    converted: list[ConvertedModule] = field(default_factory=list)
+    skipped: list[SkippedModule] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"act24.convert: {len(self.converted)} converted, {len(self.skipped)} skipped"]
+        lines += [f"  converted {c.path} ({c.kind}, d={c.d}, hidden={c.hidden})" for c in self.converted]
+        lines += [f"  skipped   {s.path} ({s.kind}): {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def is_squared_relu(act: object) -> bool:
+    """True when `act` computes relu(x)**2, checked on a probe with negatives, zero and ties."""
+    if not callable(act):
+        return False
+    probe = torch.tensor([-3.0, -1.0, -0.0, 0.0, 0.5, 1.0, 1.0, 2.0, 7.25], dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            out = act(probe.clone())
+    except Exception:  # an activation that cannot take a float64 CPU vector is not one we know
+        return False
+    return isinstance(out, torch.Tensor) and out.shape == probe.shape and torch.equal(out, probe.clamp(min=0) ** 2)
+
+
+def _classify(module: nn.Module) -> tuple[str, tuple[str, str] | None]:
+    """("convert", (up, down)), ("act24", None), ("skip: <reason>", None) or ("", None) if not an MLP."""
+    kind = type(module).__name__
+    if isinstance(module, SquaredReLUFFNBase):
+        return "act24", None
+    if kind in KNOWN_MLPS:
+        up_name, down_name, act_name = KNOWN_MLPS[kind]
+        up, down = getattr(module, up_name, None), getattr(module, down_name, None)
+        if not isinstance(up, nn.Linear) or not isinstance(down, nn.Linear):
+            return f"skip: expected nn.Linear layers {up_name!r} and {down_name!r}", None
+        act = getattr(module, act_name, None)
+        if not is_squared_relu(act):
+            return f"skip: activation {type(act).__name__} is not Squared ReLU (relu(x)**2)", None
+        if up.out_features % 4:
+            return f"skip: hidden size {up.out_features} is not a multiple of 4 (2:4 groups)", None
+        extra = sorted(set(dict(module.named_parameters())) - {f"{n}.{p}" for n in (up_name, down_name)
+                                                               for p in ("weight", "bias")})
+        if extra:
+            return f"skip: parameters outside the two Linear layers would be lost: {extra}", None
+        return "convert", (up_name, down_name)
+    if any(h in kind.lower() for h in MLP_NAME_HINTS):
+        gates = [a for a in GATE_ATTRIBUTES if isinstance(getattr(module, a, None), nn.Module)]
+        if gates or "glu" in kind.lower():
+            return (f"skip: gated MLP ({', '.join(gates) or kind}); 2:4 activation sparsity needs a "
+                    "non-gated Squared-ReLU MLP, down(relu(up(x))**2)"), None
+        return "skip: not a known Squared-ReLU MLP class (known: " + ", ".join(KNOWN_MLPS) + ")", None
+    return "", None
+
+
+def convert(
+    model: nn.Module,
+    *,
+    sparse: bool = True,
+    dense_fraction: float = 0.05,
+    perm_seed: int | None = 0,
+    track_stats: bool = False,
+    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+) -> ConversionReport:
+    """Replace every non-gated Squared-ReLU MLP in `model` with an act24 module, in place.
+
+    sparse, dense_fraction, track_stats: options of the new modules (see SquaredReLUFFNBase).
+    perm_seed: module i gets perm_seed + i (None: each draws its own).
+    filter_fn(module, path): convert only where it returns True.
+    Returns a ConversionReport; raises ValueError, listing what was found and why it was
+    left alone, when there is nothing to convert.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    report = ConversionReport()
+    found = [(path, m) for path, m in model.named_modules() if path]
+    converted_prefixes: list[str] = []
+    for path, module in found:
+        if any(path.startswith(p + ".") for p in converted_prefixes):
+            continue  # inside an MLP already handled
+        if filter_fn is not None and not filter_fn(module, path):
+            continue
+        verdict, names = _classify(module)
+        if not verdict:
+            continue
+        kind = type(module).__name__
+        seed = None if perm_seed is None else perm_seed + len(report.converted)
+        if verdict == "act24":
+            module.sparse, module.dense_fraction, module.track_stats = sparse, dense_fraction, track_stats
+        elif verdict == "convert":
+            up, down = (getattr(module, n) for n in names)
+            new = SquaredReLUMLP(up, down, up_name=names[0], down_name=names[1], sparse=sparse,
+                                 dense_fraction=dense_fraction, perm_seed=seed, track_stats=track_stats)
+            new.train(module.training)
+            parent_path, _, attr = path.rpartition(".")
+            setattr(model.get_submodule(parent_path) if parent_path else model, attr, new)
+        else:
+            report.skipped.append(SkippedModule(path, kind, verdict.removeprefix("skip: ")))
+            continue
+        converted_prefixes.append(path)
+        report.converted.append(ConvertedModule(path, kind, module.d if verdict == "act24" else up.in_features,
+                                                module.hidden if verdict == "act24" else up.out_features))
+    if not report.converted:
+        details = "".join(f"\n  {s.path} ({s.kind}): {s.reason}" for s in report.skipped) or " no MLP modules found"
+        raise ValueError("act24.convert found no non-gated Squared-ReLU MLP to convert:" + details)
+    return report

@@ -1,0 +1,110 @@
+"""act24.convert on tiny random transformers models (no downloads) and on act24's own model."""
+
+import pytest
+import torch
+
+import act24
+from act24 import reference as ref
+from act24.integrations.conversion import KNOWN_MLPS
+from act24.model import DecoderLM, ModelConfig
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(vocab_size=97, hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=4, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def tiny_models():
+    yield "nemotron", transformers.NemotronForCausalLM(transformers.NemotronConfig(**TINY))
+    yield "arcee", transformers.ArceeForCausalLM(transformers.ArceeConfig(**TINY))
+    yield "persimmon", transformers.PersimmonForCausalLM(
+        transformers.PersimmonConfig(**{k: v for k, v in TINY.items() if k != "num_key_value_heads"}))
+    yield "nanochat", transformers.NanoChatForCausalLM(transformers.NanoChatConfig(**TINY))
+
+
+
+
+def build(name):
+    torch.manual_seed(0)
+    return dict(tiny_models())[name].eval()
+
+
+class MaskedReLU2(torch.nn.Module):
+    """The activation the sparse model applies: relu² under the token-wise 2:4 mask."""
+
+    def forward(self, h):
+        y2 = ref.squared_relu(h)
+        return torch.where(ref.tokenwise_mask(y2), y2, torch.zeros((), dtype=y2.dtype))
+
+
+def mlps(model):
+    return [m for m in model.modules() if type(m).__name__ in KNOWN_MLPS]
+
+
+@pytest.mark.parametrize("name", ["nemotron", "arcee", "persimmon", "nanochat"])
+def test_convert_keeps_keys_and_matches_the_masked_model(name):
+    model = build(name)
+    original = build(name)
+    keys = list(model.state_dict())
+    report = act24.convert(model)
+    assert len(report.converted) == 2 and not mlps(model)
+    assert all(isinstance(model.get_submodule(c.path), act24.SquaredReLUMLP) for c in report.converted)
+    assert list(model.state_dict()) == keys
+    model.load_state_dict(original.state_dict(), strict=True)  # round trip both ways
+    original.load_state_dict(model.state_dict(), strict=True)
+
+    for mlp in mlps(original):
+        act_name = KNOWN_MLPS[type(mlp).__name__][2]
+        setattr(mlp, act_name, MaskedReLU2())
+    ids = torch.randint(0, 97, (2, 12))
+    with torch.no_grad():
+        expected, got = original(ids).logits, model(ids).logits
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+    out = model.generate(ids[:1, :5], max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(out, original.generate(ids[:1, :5], max_new_tokens=6, do_sample=False, pad_token_id=0))
+
+
+def test_dense_mode_after_convert_is_the_original_model():
+    model, original = build("nemotron"), build("nemotron")
+    act24.convert(model, sparse=False)
+    ids = torch.randint(0, 97, (1, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, original(ids).logits, rtol=0, atol=0)
+
+
+def test_converted_model_trains():
+    model = build("persimmon").train()  # Persimmon's MLP has biases
+    act24.convert(model, perm_seed=1)
+    ids = torch.randint(0, 97, (2, 8))
+    model(ids, labels=ids).loss.backward()
+    mlp = model.get_submodule("model.layers.0.mlp")
+    assert mlp.dense_h_to_4h.bias.grad is not None and torch.isfinite(mlp.dense_h_to_4h.weight.grad).all()
+
+
+def test_report_lists_and_refuses_gated_and_other_activations():
+    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY))
+    with pytest.raises(ValueError, match="gated MLP"):
+        act24.convert(llama)
+    gelu = transformers.NemotronForCausalLM(transformers.NemotronConfig(**TINY, hidden_act="gelu"))
+    with pytest.raises(ValueError, match="activation GELUActivation is not Squared ReLU"):
+        act24.convert(gelu)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        act24.convert("not a model")
+
+
+def test_filter_and_report_text():
+    model = build("nemotron")
+    report = act24.convert(model, filter_fn=lambda m, path: ".0." in path + ".")
+    assert [c.path for c in report.converted] == ["model.layers.0.mlp"]
+    assert "converted model.layers.0.mlp (NemotronMLP, d=32, hidden=128)" in str(report)
+
+
+def test_own_model_is_switched_to_sparse_and_swiglu_is_refused():
+    lm = DecoderLM(ModelConfig(vocab_size=32, d_model=16, n_layers=2, n_heads=2, hidden=64, seq_len=16))
+    report = act24.convert(lm, dense_fraction=0.1)
+    assert len(report.converted) == 2 and all(f.sparse and f.dense_fraction == 0.1 for f in lm.ffn_modules())
+    swiglu = DecoderLM(ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, hidden=64, seq_len=16,
+                                   ffn="swiglu"))
+    with pytest.raises(ValueError, match="blocks.0.ffn \\(SwiGLU\\): gated"):
+        act24.convert(swiglu)
