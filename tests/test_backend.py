@@ -25,7 +25,7 @@ def test_failed_self_check_falls_back_to_dense_with_one_warning(monkeypatch):
     # a machine whose cuSPARSELt layout changed: the module must run densely and say so once
     monkeypatch.setattr(B, "_warned", set())
     fallback = _decide(problem="the packer's layout differs from torch._cslt_compress (cuSPARSELt 900)")
-    monkeypatch.setattr("act24.ffn.module.backend_for", lambda device, dtype=None: fallback)
+    monkeypatch.setattr("act24.ffn.backend.backend_for", lambda device, dtype=None: fallback)
     torch.manual_seed(0)
     ffn = act24.SquaredReLUFFN(16, 64, sparse=True)
     x = torch.randn(8, 16)
@@ -59,7 +59,7 @@ def test_training_on_a_supported_gpu_runs_the_recipe_for_any_dtype(monkeypatch):
     # the fast training kernels are not built: with autograd the module must run the reference recipe
     # (not the dense fallback), also for float32 activations and shapes the GPU forward rejects
     fast = B.Backend("cusparselt", "test")
-    monkeypatch.setattr("act24.ffn.module.backend_for", lambda device, dtype=None: fast)
+    monkeypatch.setattr("act24.ffn.backend.backend_for", lambda device, dtype=None: fast)
     torch.manual_seed(0)
     ffn = act24.SquaredReLUFFN(16, 64, sparse=True, perm_seed=1)
     x = torch.randn(8, 16, requires_grad=True)

@@ -21,7 +21,7 @@ def sparsify_pack(y1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     Returns (packed [T, H*9/16], kept non-zeros per feature [H], non-zeros per feature [H]).
     """
     _require_fast(y1)
-    from . import ops
+    from .ops import sparse_ffn_ops as ops
 
     return ops.sparsify_pack(y1)
 
@@ -36,7 +36,7 @@ def sparse_ffn_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> t
     _require_fast(x)
     from .ffn import fast_forward
 
-    problem = fast_forward.supports(x, w1)
+    problem = fast_forward.supports(w1.shape[1], w1.shape[0])
     if problem is not None:
         raise ValueError(problem)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, w2)):
@@ -48,6 +48,6 @@ def sparse_ffn_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> t
 def sparse_mm(packed: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:
     """A @ b on the 2:4 tensor cores, A [rows, b.shape[0]] given packed (by `sparsify_pack`)."""
     _require_fast(b)
-    from . import ops
+    from .ops import sparse_ffn_ops as ops
 
     return ops.sparse_mm(packed, b, rows)

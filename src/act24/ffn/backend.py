@@ -96,3 +96,24 @@ def warn_fallback_once(reason: str) -> None:
     if reason not in _warned:
         _warned.add(reason)
         warnings.warn(f"act24: sparse FFN runs densely ({reason})", RuntimeWarning, stacklevel=4)
+
+
+@torch.compiler.assume_constant_result  # resolved once at trace time: no graph break under torch.compile
+def sparse_path(device: torch.device, dtype: torch.dtype, training: bool, d: int, hidden: int) -> str:
+    """How a sparse-mode FFN runs here: "recipe" (the plain-PyTorch recipe), "fast" (the sm90
+    kernels, inference only) or "dense" (after one warning saying why)."""
+    backend = backend_for(device, dtype)
+    if backend.name == "reference":
+        return "recipe"
+    if training and backend_for(device).name == "cusparselt":
+        return "recipe"  # a supported GPU; the fast training kernels are not built yet
+    if backend.name == "dense-fallback":
+        warn_fallback_once(backend.reason)
+        return "dense"
+    from . import fast_forward  # needs Triton: imported only on the fast backend
+
+    problem = fast_forward.supports(d, hidden)
+    if problem is not None:
+        warn_fallback_once(problem)
+        return "dense"
+    return "fast"

@@ -5,19 +5,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import ops
+from ..ops import sparse_ffn_ops as ops
 from ..kernels.sparsify_pack import COL_BLOCK, ROW_BLOCK
 
 HIDDEN_MULTIPLE = 2 * COL_BLOCK  # the packer's column strip
 MODEL_MULTIPLE = 16  # cuSPARSELt's dense-operand alignment
 
 
-def supports(x: torch.Tensor, w1: torch.Tensor) -> str | None:
-    """None if the fast forward can run these shapes, else the reason it cannot.
+def supports(d: int, hidden: int) -> str | None:
+    """None if the fast forward can run an FFN of these sizes, else the reason it cannot.
 
     The dtype is not checked here: `backend_for(device, dtype)` already gates it for every caller.
     """
-    hidden, d = w1.shape
     if hidden % HIDDEN_MULTIPLE:
         return f"hidden={hidden} is not a multiple of {HIDDEN_MULTIPLE}"
     if d % MODEL_MULTIPLE:

@@ -14,7 +14,8 @@ from torch.utils.hooks import RemovableHandle
 from .. import reference as ref
 from ..reference.checks import check_float, check_ndim
 from . import dispatch
-from .backend import backend_for, warn_fallback_once
+from ..ops import recipe_ops
+from .backend import sparse_path
 
 
 def _autocast_inputs(*tensors):
@@ -59,9 +60,8 @@ class SquaredReLUFFNBase(nn.Module):
         self.dense_fraction = dense_fraction
         self.perm_seed = int(torch.randint(0, 2**31 - 1, ()).item()) if perm_seed is None else int(perm_seed)
         self.track_stats = track_stats
-        self.last_stats: ref.FFNStats | None = None
+        self._last_counts: tuple | None = None  # (tokens, kept per feature, non-zeros)
         self._stats_hooks: OrderedDict[int, Callable[[nn.Module, ref.FFNStats], None]] = OrderedDict()
-        self._perms: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def ffn_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(w1 [hidden, d], w2 [d, hidden], b1 [hidden] or None, b2 [d] or None)."""
@@ -77,13 +77,15 @@ class SquaredReLUFFNBase(nn.Module):
         return handle
 
     def token_permutation(self, num_tokens: int, device: torch.device) -> torch.Tensor:
-        """The fixed grouping of this module's tokens (padded to a multiple of 4); the last few are cached."""
-        key = (ref.padded_token_count(num_tokens), device)
-        if key not in self._perms:
-            if len(self._perms) >= 8:  # variable-length inputs must not grow the cache without bound
-                self._perms.pop(next(iter(self._perms)))
-            self._perms[key] = ref.token_permutation(key[0], self.perm_seed, device)
-        return self._perms[key]
+        """The fixed grouping of this module's tokens (padded to a multiple of 4) in the weight gradients."""
+        return ref.cached_token_permutation(num_tokens, self.perm_seed, device)
+
+    @property
+    def last_stats(self) -> ref.FFNStats | None:
+        """Statistics of the last forward with track_stats on (computed when read: no sync in forward)."""
+        if self._last_counts is None:
+            return None
+        return ref.FFNStats.from_counts(*self._last_counts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_float("x", x)
@@ -98,10 +100,11 @@ class SquaredReLUFFNBase(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             y, counts = self._run(x2, w1, w2, b1, b2, want_stats)
         if want_stats and counts is not None:
-            stats = ref.FFNStats.from_counts(x2.shape[0], *counts)
-            self.last_stats = stats
-            for hook in list(self._stats_hooks.values()):
-                hook(self, stats)
+            self._last_counts = (x2.shape[0], *counts)
+            if self._stats_hooks:
+                stats = self.last_stats
+                for hook in list(self._stats_hooks.values()):
+                    hook(self, stats)
         return y.reshape(*lead, self.d)
 
     def _run(self, x, w1, w2, b1, b2, want_stats):
@@ -109,34 +112,20 @@ class SquaredReLUFFNBase(nn.Module):
         ref.check_ffn_biases(b1, b2, w1)
         if not self.sparse:
             return self._dense(x, w1, w2, b1, b2, want_stats)
-        backend = backend_for(x.device, x.dtype)
-        if backend.name == "reference":
-            return self._reference_sparse(x, w1, w2, b1, b2)
-        needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w1, w2, b1, b2))
-        if needs_grad and backend_for(x.device).name == "cusparselt":
-            # a supported GPU; the fast training kernels are not built yet: the recipe in plain PyTorch
-            return self._reference_sparse(x, w1, w2, b1, b2)
-        if backend.name == "dense-fallback":
-            warn_fallback_once(backend.reason)
+        training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w1, w2, b1, b2))
+        path = sparse_path(x.device, x.dtype, training, self.d, self.hidden)
+        if path == "recipe":
+            num_dense = ref.dense_feature_count(self.hidden, self.dense_fraction)
+            y, kept, nnz = recipe_ops.sparse_ffn(x, w1, w2, b1, self.perm_seed, num_dense)
+            return (y if b2 is None else y + b2), (kept, nnz)
+        if path == "dense" or not dispatch.use_sparse(x.shape[0], self.d, self.hidden):
             return self._dense(x, w1, w2, b1, b2, want_stats)
         from . import fast_forward  # needs Triton: imported only on the fast backend
 
-        problem = fast_forward.supports(x, w1)
-        if problem is not None:
-            warn_fallback_once(problem)
-            return self._dense(x, w1, w2, b1, b2, want_stats)
-        if not dispatch.use_sparse(x.shape[0], self.d, self.hidden):
-            return self._dense(x, w1, w2, b1, b2, want_stats)
         y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, b1)
         if b2 is not None:
             y = y + b2
         return y, ((kept, nonzeros.sum()) if want_stats else None)  # no reduction on the hot path
-
-    def _reference_sparse(self, x, w1, w2, b1, b2):
-        num_dense = ref.dense_feature_count(self.hidden, self.dense_fraction)
-        perm = self.token_permutation(x.shape[0], x.device)
-        y, kept, nnz = ref.sparse_ffn(x, w1, w2, perm, num_dense, b1, b2)
-        return y, (kept, nnz)
 
     @staticmethod
     def _dense(x, w1, w2, b1, b2, want_stats):

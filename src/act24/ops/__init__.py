@@ -1,5 +1,9 @@
-"""torch.library custom ops over the kernels and the sparse GEMM (opaque to torch.compile, with fake impls)."""
+"""torch.library custom ops (opaque to torch.compile, with fake impls).
 
-from .sparse_ffn_ops import sparse_mm, sparsify_pack
+`recipe_ops`: the sparse FFN recipe in plain PyTorch, with registered autograd (any device).
+`sparse_ffn_ops`: the Triton packer and the cuSPARSELt GEMM (sm90; imported on demand, needs Triton).
+"""
 
-__all__ = ["sparse_mm", "sparsify_pack"]
+from . import recipe_ops
+
+__all__ = ["recipe_ops"]

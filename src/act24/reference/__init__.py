@@ -5,8 +5,19 @@ machines without a suitable GPU.
 """
 
 from .compressed import CompressedOperand, compress, decompress, mask_of
-from .ffn import SparseSquaredReLUFFN, check_ffn_args, check_ffn_biases, dense_ffn, featurewise_operand, sparse_ffn, squared_relu
+from .ffn import (
+    SparseSquaredReLUFFN,
+    check_ffn_args,
+    check_ffn_biases,
+    dense_ffn,
+    featurewise_operand,
+    recipe_backward,
+    recipe_forward,
+    sparse_ffn,
+    squared_relu,
+)
 from .selection import (
+    cached_token_permutation,
     check_permutation,
     dense_feature_count,
     densest_features,
@@ -23,6 +34,7 @@ __all__ = [
     "FFNStats",
     "SparseSquaredReLUFFN",
     "activation_counts",
+    "cached_token_permutation",
     "check_ffn_args",
     "check_ffn_biases",
     "compress",
@@ -33,6 +45,8 @@ __all__ = [
     "featurewise_mask",
     "featurewise_operand",
     "padded_token_count",
+    "recipe_backward",
+    "recipe_forward",
     "check_permutation",
     "mask_of",
     "sparse_ffn",

@@ -70,38 +70,50 @@ def featurewise_operand(masked: torch.Tensor, perm: torch.Tensor, dense_features
     return torch.where(keep, masked, torch.zeros((), dtype=masked.dtype, device=masked.device))
 
 
+def recipe_forward(x, w1, w2, b1=None):
+    """Forward of the recipe: (y [T, d], kept per feature [H], non-zeros before the mask [],
+    masked activation a = relu(x @ w1.T + b1)**2 * m [T, H], all the backward needs besides x)."""
+    y2 = squared_relu(F.linear(x, w1, b1))
+    a = torch.where(tokenwise_mask(y2), y2, torch.zeros((), dtype=y2.dtype, device=y2.device))
+    return a @ w2.t(), (a != 0).sum(0), (y2 != 0).sum(), a
+
+
+def recipe_backward(dy3, x, w1, w2, a, kept, perm, num_dense: int):
+    """Backward of the recipe: (dx, dw1, dw2, db1) from the output gradient and what the forward saved.
+
+    relu(y1) at kept positions is sqrt(a): nothing but `a` is needed from the forward (in fp16,
+    relu(y1) < 2.4e-4 squares to 0, in the forward too, so its gradient is 0 in both). A kept zero
+    has gradient 0 (relu' = 0 there), so the mask is a != 0; where() rather than a product, so
+    Inf/NaN in dy2 cannot leak into positions that carry no activation.
+    """
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
+    dy2 = dy3 @ w2
+    dy1 = torch.where(a != 0, dy2 * 2 * a.sqrt(), zero)
+    dx = dy1 @ w1
+    dense = densest_features(kept, num_dense)
+    dw1 = featurewise_operand(dy1, perm, dense).t() @ x
+    dw2 = dy3.t() @ featurewise_operand(a, perm, dense)
+    return dx, dw1, dw2, dy1.sum(0)  # the bias gradient is exact: the bias sees every token
+
+
 class SparseSquaredReLUFFN(torch.autograd.Function):
     """Outputs (y, kept_per_feature [H] int64, nonzeros_before_mask [] int64)."""
 
     @staticmethod
     def forward(ctx, x, w1, w2, b1, perm, num_dense: int):
-        y2 = squared_relu(F.linear(x, w1, b1))
-        m = tokenwise_mask(y2)
-        a = torch.where(m, y2, torch.zeros((), dtype=y2.dtype, device=y2.device))
-        kept = (a != 0).sum(0)
-        nnz = (y2 != 0).sum()
-        ctx.save_for_backward(x, w1, w2, a, m, perm, kept)
+        y, kept, nnz, a = recipe_forward(x, w1, w2, b1)
+        ctx.save_for_backward(x, w1, w2, a, perm, kept)
         ctx.num_dense = num_dense
         ctx.has_b1 = b1 is not None
         ctx.mark_non_differentiable(kept, nnz)
-        return a @ w2.t(), kept, nnz
+        return y, kept, nnz
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # the masks are constants: no higher-order gradients
     def backward(ctx, dy3, _kept_grad, _nnz_grad):
-        x, w1, w2, a, m, perm, kept = ctx.saved_tensors
-        zero = torch.zeros((), dtype=a.dtype, device=a.device)
-        dy2 = dy3 @ w2
-        # relu(y1) at kept positions is sqrt(y2): nothing but `a` is needed from the forward (in fp16,
-        # relu(y1) < 2.4e-4 squares to 0, in the forward too, so its gradient is 0 in both).
-        # where(m, ...) rather than a product, so Inf/NaN in dy2 cannot leak into dropped positions.
-        dy1 = torch.where(m, dy2 * 2 * a.sqrt(), zero)
-        dx = dy1 @ w1
-        dense = densest_features(kept, ctx.num_dense)
-        dw1 = featurewise_operand(dy1, perm, dense).t() @ x
-        dw2 = dy3.t() @ featurewise_operand(a, perm, dense)
-        db1 = dy1.sum(0) if ctx.has_b1 else None  # exact: the bias sees every token
-        return dx, dw1, dw2, db1, None, None
+        x, w1, w2, a, perm, kept = ctx.saved_tensors
+        dx, dw1, dw2, db1 = recipe_backward(dy3, x, w1, w2, a, kept, perm, ctx.num_dense)
+        return dx, dw1, dw2, (db1 if ctx.has_b1 else None), None, None
 
 
 def sparse_ffn(x, w1, w2, perm: torch.Tensor, num_dense: int, b1=None, b2=None):

@@ -59,6 +59,19 @@ def token_permutation(num_tokens: int, seed: int, device=None) -> torch.Tensor:
     return torch.randperm(num_tokens, generator=gen).to(device)
 
 
+_perm_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def cached_token_permutation(num_tokens: int, seed: int, device: torch.device) -> torch.Tensor:
+    """token_permutation(T rounded up to a multiple of 4, seed) on `device`; the last few are cached."""
+    key = (padded_token_count(num_tokens), int(seed), torch.device(device))
+    if key not in _perm_cache:
+        if len(_perm_cache) >= 16:  # variable-length inputs must not grow the cache without bound
+            _perm_cache.pop(next(iter(_perm_cache)))
+        _perm_cache[key] = token_permutation(key[0], key[1], key[2])
+    return _perm_cache[key]
+
+
 def featurewise_mask(masked: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """2:4 along tokens: per feature, keep the 2 largest of each group of 4 tokens.
 
