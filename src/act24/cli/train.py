@@ -9,11 +9,25 @@ import sys
 def run(args) -> int:
     import torch
 
+    from ..train import distributed
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dist = distributed.init(device.type) if distributed.launched_by_torchrun() else None
+    if dist is not None:
+        device = dist.device
+    try:
+        return _train(args, device, dist)
+    finally:
+        if dist is not None:
+            distributed.shutdown()
+
+
+def _train(args, device, dist) -> int:
     from ..model import preset
     from ..train import TrainConfig, Trainer, load_corpus
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"
+    main = dist is None or dist.is_main
     model_cfg = preset(args.preset or ("25m" if on_gpu else "tiny"), ffn=args.ffn, seq_len=args.seq_len)
     defaults = {"steps": 2000 if on_gpu else 300, "batch_size": 32 if on_gpu else 16}
     train_cfg = TrainConfig(
@@ -23,25 +37,32 @@ def run(args) -> int:
         dense_warmup_steps=args.dense_warmup_steps,
         eval_interval=args.eval_interval,
         seed=args.seed,
+        compile=args.compile,
+        activation_checkpointing=args.activation_checkpointing,
     )
     corpus = load_corpus(args.data)
-    print(f"data: {corpus.source}: {corpus.files} files, {corpus.train.numel():,} train / "
+    if main:
+        print(f"data: {corpus.source}: {corpus.files} files, {corpus.train.numel():,} train / "
           f"{corpus.val.numel():,} validation bytes")
     try:
-        trainer = Trainer(model_cfg, train_cfg, corpus, args.out, device, resume=args.resume, progress=not args.quiet)
+        trainer = Trainer(model_cfg, train_cfg, corpus, args.out, device, resume=args.resume, progress=not args.quiet,
+                          dist=dist)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"act24 train: {e}", file=sys.stderr)
         return 2
     sparse_note = f"; 2:4 from step {train_cfg.resolved_dense_warmup}" if model_cfg.ffn == "relu2-sparse" else ""
-    print(f"model: {model_cfg.ffn} FFN, {trainer.model.num_params() / 1e6:.1f}M parameters, "
-          f"{model_cfg.n_layers} layers, d={model_cfg.d_model}, hidden={model_cfg.hidden}; device {device}{sparse_note}")
+    where = f"{dist.world_size} ranks, FSDP2" if dist is not None else f"device {device}"
+    if main:
+        print(f"model: {model_cfg.ffn} FFN, {trainer.model.num_params() / 1e6:.1f}M parameters, "
+              f"{model_cfg.n_layers} layers, d={model_cfg.d_model}, hidden={model_cfg.hidden}; {where}{sparse_note}")
     try:
         summary = trainer.run()
     except KeyboardInterrupt:
         return 130
-    print(json.dumps({k: summary[k] for k in ("step", "loss", "val_loss", "act_sparsity", "dropped_fraction")
-                      if k in summary}))
-    print(f"metrics, plots and checkpoint in {args.out}")
+    if main:
+        print(json.dumps({k: summary[k] for k in ("step", "loss", "val_loss", "act_sparsity", "dropped_fraction")
+                          if k in summary}))
+        print(f"metrics, plots and checkpoint in {args.out}")
     return 0
 
 
@@ -61,4 +82,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/act24", help="run folder: metrics.jsonl, loss.png, checkpoint.pt")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--compile", action="store_true", help="torch.compile each block (fullgraph)")
+    p.add_argument("--activation-checkpointing", action="store_true", help="recompute blocks in the backward")
+    p.epilog = "Under torchrun --nproc_per_node N, trains data-parallel with FSDP2 (--batch-size is global)."
     p.set_defaults(run=run)

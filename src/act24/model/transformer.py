@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..ffn import SquaredReLUFFN
 from .config import ModelConfig
@@ -80,6 +81,7 @@ class DecoderLM(nn.Module):
         cos, sin = rope_tables(cfg.seq_len, cfg.d_model // cfg.n_heads, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.activation_checkpointing = False  # recompute each block in the backward instead of saving it
         self.apply(self._init)
 
     @staticmethod
@@ -106,7 +108,10 @@ class DecoderLM(nn.Module):
             raise ValueError(f"tokens: sequence length {T} exceeds the model's seq_len {self.cfg.seq_len}")
         x = self.embed(tokens)
         for block in self.blocks:
-            x = block(x, self.rope_cos, self.rope_sin)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, self.rope_cos, self.rope_sin, use_reentrant=False)
+            else:
+                x = block(x, self.rope_cos, self.rope_sin)
         logits = self.head(self.norm(x))
         if targets is None:
             return logits

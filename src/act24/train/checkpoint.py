@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import shutil
 
 import torch
 
 NAME = "checkpoint.pt"
+SHARDED_NAME = "checkpoint.dcp"  # a folder written by torch.distributed.checkpoint
 
 
 def save(path: pathlib.Path, state: dict) -> None:
@@ -19,11 +22,54 @@ def save(path: pathlib.Path, state: dict) -> None:
 
 def load(path: pathlib.Path, model_config: dict) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("model_config") != model_config:
-        theirs, ours = state.get("model_config") or {}, model_config
+    check_model_config(path, state.get("model_config"), model_config)
+    return state
+
+
+def check_model_config(path: pathlib.Path, saved: dict | None, model_config: dict) -> None:
+    if saved != model_config:
+        theirs, ours = saved or {}, model_config
         diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)}
         raise ValueError(
             f"{path} was written for another model: (checkpoint, this run) differ in {diff}; "
             "run with the checkpoint's settings or choose another --out"
         )
-    return state
+
+
+def save_sharded(path: pathlib.Path, model, optimizer, tensors: dict, meta: dict, is_main: bool, barrier) -> None:
+    """Every rank writes its shards (torch.distributed.checkpoint) into a temporary folder; rank 0
+    adds meta.json and renames it into place, so an interrupted save leaves the last one intact."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    barrier()
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optim_state, **tensors}, checkpoint_id=str(tmp))
+    barrier()
+    if is_main:
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    barrier()
+
+
+def read_sharded_meta(path: pathlib.Path, model_config: dict) -> dict:
+    meta = json.loads((path / "meta.json").read_text())
+    check_model_config(path, meta.get("model_config"), model_config)
+    return meta
+
+
+def load_sharded(path: pathlib.Path, model, optimizer, tensors: dict) -> None:
+    """Load shards into the (already sharded) model and optimizer, and into `tensors` in place."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optim_state, **tensors}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])

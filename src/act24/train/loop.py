@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model import DecoderLM, ModelConfig
-from . import checkpoint, plots
+from . import checkpoint, distributed, plots
 from .data import BatchSampler, Corpus
 from .schedule import learning_rate
 
@@ -33,6 +33,8 @@ class TrainConfig:
     log_interval: int = 10
     checkpoint_interval: int = 500
     seed: int = 0
+    compile: bool = False  # torch.compile each block (fullgraph)
+    activation_checkpointing: bool = False  # recompute blocks in the backward
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval"):
@@ -49,25 +51,43 @@ class TrainConfig:
 
 
 class Trainer:
+    """Trains a DecoderLM on one device, or data-parallel with FSDP2 when given a DistContext."""
+
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus, out_dir: pathlib.Path,
-                 device: torch.device, resume: bool = False, progress: bool = True):
+                 device: torch.device, resume: bool = False, progress: bool = True,
+                 dist: distributed.DistContext | None = None):
         self.model_cfg, self.cfg, self.out_dir, self.device = model_cfg, cfg, pathlib.Path(out_dir), device
-        self.progress = progress
-        ckpt_path = self.out_dir / checkpoint.NAME
+        self.dist = dist
+        self.is_main = dist is None or dist.is_main
+        self.progress = progress and self.is_main
+        if dist is not None and cfg.batch_size % dist.world_size:
+            raise ValueError(f"batch size {cfg.batch_size} (global) must be a multiple of the {dist.world_size} ranks")
+        ckpt_path = self.out_dir / (checkpoint.NAME if dist is None else checkpoint.SHARDED_NAME)
         if ckpt_path.exists() and not resume:
             raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
         if resume and not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        state = checkpoint.load(ckpt_path, dataclasses.asdict(model_cfg)) if resume else None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        model_dict = dataclasses.asdict(model_cfg)
+        if dist is None:
+            state = checkpoint.load(ckpt_path, model_dict) if resume else None
+        else:
+            state = checkpoint.read_sharded_meta(ckpt_path, model_dict) if resume else None
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
 
         torch.manual_seed(cfg.seed)
         self.model = DecoderLM(model_cfg).to(device)
+        self.model.activation_checkpointing = cfg.activation_checkpointing
+        if cfg.compile:
+            for block in self.model.blocks:
+                block.compile(fullgraph=True)
+        if dist is not None:
+            distributed.shard(self.model, device)
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
+            lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda" and dist is None,
         )
         self.train_batches = BatchSampler(corpus.train, model_cfg.seq_len, cfg.batch_size, cfg.seed, "train")
         BatchSampler(corpus.val, model_cfg.seq_len, cfg.batch_size, cfg.seed, "validation")  # fails early if too short
@@ -75,11 +95,17 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.train_batches.generator.set_state(state["data_rng"])
+            if dist is None:
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.train_batches.generator.set_state(state["data_rng"])
+            else:
+                rng = {"data_rng": self.train_batches.generator.get_state()}
+                checkpoint.load_sharded(ckpt_path, self.model, self.optimizer, rng)
+                self.train_batches.generator.set_state(rng["data_rng"])
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
-            self._truncate_metrics(self.step)
+            if self.is_main:
+                self._truncate_metrics(self.step)
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     # -- pieces -------------------------------------------------------------------------
@@ -90,10 +116,19 @@ class Trainer:
         path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
     def _log(self, record: dict) -> None:
+        if not self.is_main:
+            return
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def save_checkpoint(self) -> pathlib.Path:
+        if self.dist is not None:
+            path = self.out_dir / checkpoint.SHARDED_NAME
+            meta = {"step": self.step, "tokens_seen": self.tokens_seen, "world_size": self.dist.world_size,
+                    "model_config": dataclasses.asdict(self.model_cfg), "train_config": dataclasses.asdict(self.cfg)}
+            checkpoint.save_sharded(path, self.model, self.optimizer, {"data_rng": self.train_batches.generator.get_state()},
+                                    meta, self.is_main, distributed.barrier)
+            return path
         path = self.out_dir / checkpoint.NAME
         checkpoint.save(path, {
             "model": self.model.state_dict(),
@@ -112,11 +147,20 @@ class Trainer:
         batches = BatchSampler(self.corpus.val, self.model_cfg.seq_len, self.cfg.batch_size, 1234, "validation")
         losses = []
         for _ in range(self.cfg.eval_batches):
-            x, y = batches.sample(self.device)
+            x, y = self._local(*batches.sample(self.device))
             with torch.autocast(**self.autocast):
                 losses.append(self.model(x, y)[1].item())
         self.model.train()
-        return sum(losses) / len(losses)
+        return self._mean(sum(losses) / len(losses))
+
+    def _local(self, x, y):
+        """This rank's slice of the global batch (every rank draws the same one)."""
+        if self.dist is None:
+            return x, y
+        return distributed.local_slice(x, self.dist), distributed.local_slice(y, self.dist)
+
+    def _mean(self, value: float) -> float:
+        return value if self.dist is None else distributed.mean_over_ranks(value, self.device)
 
     def _train_step(self, track_stats: bool) -> tuple[float, list, float, bool]:
         sparse_now = self.model_cfg.ffn == "relu2-sparse" and self.step >= self.cfg.resolved_dense_warmup
@@ -127,7 +171,7 @@ class Trainer:
         lr = learning_rate(self.step, peak=self.cfg.lr, warmup=self.cfg.resolved_lr_warmup, total=self.cfg.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = self.train_batches.sample(self.device)
+        x, y = self._local(*self.train_batches.sample(self.device))
         with torch.autocast(**self.autocast):
             _, loss = self.model(x, y)
         loss.backward()
@@ -135,9 +179,9 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.tokens_seen += x.numel()
-        stats = [f.last_stats for f in ffns] if track_stats else []
-        return loss.item() if track_stats else float("nan"), stats, lr, sparse_now
+        self.tokens_seen += x.numel() * (1 if self.dist is None else self.dist.world_size)
+        stats = [f.last_stats for f in ffns] if track_stats else []  # this rank's tokens
+        return self._mean(loss.item()) if track_stats else float("nan"), stats, lr, sparse_now
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> dict:
@@ -172,15 +216,18 @@ class Trainer:
                     val = self.evaluate()
                     self._log({"step": self.step, "val_loss": val})
                     summary["val_loss"] = val
-                    bar.write(f"step {self.step}: validation loss {val:.4f}")
+                    if self.is_main:
+                        bar.write(f"step {self.step}: validation loss {val:.4f}")
                 if self.step % cfg.checkpoint_interval == 0 or self.step == cfg.steps:
                     self.save_checkpoint()
                 bar.update(1)
         except KeyboardInterrupt:
             path = self.save_checkpoint()
-            bar.write(f"interrupted at step {self.step}: saved {path}; continue with --resume")
+            if self.is_main:
+                bar.write(f"interrupted at step {self.step}: saved {path}; continue with --resume")
             raise
         finally:
             bar.close()
-            plots.plot_run(self.out_dir)
+            if self.is_main:
+                plots.plot_run(self.out_dir)
         return summary
