@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from ..reference.checks import check_multiple, check_ndim
+from .top2 import bits16, round_to, select_2_of_4
 
 ROW_BLOCK, COL_BLOCK = 64, 32  # one metadata block
 _TL_DTYPE = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
@@ -30,38 +31,11 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
-def _round_to(x, dtype: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
-    """x (fp32) rounded to `dtype` to nearest-even, kept in fp32: where the reference rounds.
-
-    Triton's CPU interpreter truncates fp32 -> bf16 casts, so there bf16 is rounded with
-    integer arithmetic; the GPU uses its conversion instruction (the same rounding).
-    """
-    if INTEGER_ROUNDING and dtype == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        return tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
-    else:
-        return x.to(dtype).to(tl.float32)
-
-
-@triton.jit
-def _beats(kj, ki):
-    """Does position j beat a later position i? Larger wins; equal non-zeros: the lower index;
-    equal zeros: the higher index (so groups with <2 non-zeros name the positions cuSPARSELt does)."""
-    return (kj > ki) | ((kj == ki) & (ki != 0))
-
-
-@triton.jit
 def _element(word, i: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
     """Element i of a group of four 16-bit values held in one int64: relu² (fp32, rounded to DTYPE)."""
     y = (word >> (16 * i)).to(tl.int16).to(DTYPE, bitcast=True).to(tl.float32)
     r = tl.where(y < 0, 0.0, y)  # keeps NaN, like torch.relu
-    return _round_to(r * r, DTYPE, INTEGER_ROUNDING)
-
-
-@triton.jit
-def _bits16(v, DTYPE: tl.constexpr):
-    return v.to(DTYPE).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return round_to(r * r, DTYPE, INTEGER_ROUNDING)
 
 
 @triton.jit
@@ -97,26 +71,9 @@ def _pack_subtile(word, vals_ptr, M, K, row0, col0, h: tl.constexpr, j: tl.const
     e1 = _element(word, 1, DTYPE, INTEGER_ROUNDING)
     e2 = _element(word, 2, DTYPE, INTEGER_ROUNDING)
     e3 = _element(word, 3, DTYPE, INTEGER_ROUNDING)
-    # ranking keys: NaN above every number
-    k0 = tl.where(e0 != e0, float("inf"), e0)
-    k1 = tl.where(e1 != e1, float("inf"), e1)
-    k2 = tl.where(e2 != e2, float("inf"), e2)
-    k3 = tl.where(e3 != e3, float("inf"), e3)
-    b01 = _beats(k0, k1).to(tl.int32)
-    b02 = _beats(k0, k2).to(tl.int32)
-    b03 = _beats(k0, k3).to(tl.int32)
-    b12 = _beats(k1, k2).to(tl.int32)
-    b13 = _beats(k1, k3).to(tl.int32)
-    b23 = _beats(k2, k3).to(tl.int32)
-    keep0 = (b01 + b02 + b03) > 1  # rank < 2: beats at least 2 of the other 3
-    keep1 = (b12 + b13 - b01) > 0  # rank b01 + (1 - b12) + (1 - b13) < 2
-    keep2 = (b02 + b12 + 1 - b23) < 2  # rank = how many positions beat it
-    keep3 = (b03 + b13 + b23) < 2
-    v0 = tl.where(keep0, e0, tl.where(keep1, e1, e2))
-    v1 = tl.where(keep3, e3, tl.where(keep2, e2, e1))
+    v0, v1, nibble, keep0, keep1, keep2, keep3 = select_2_of_4(e0, e1, e2, e3)
     tl.store(vals_ptr + rows[:, None].to(tl.int64) * (K // 4) + groups[None, :],
-             _bits16(v0, DTYPE) | (_bits16(v1, DTYPE) << 16), mask=in_rows[:, None])
-    nibble = tl.where(keep0, 0, tl.where(keep1, 1, 2)) | (tl.where(keep3, 3, tl.where(keep2, 2, 1)) << 2)
+             bits16(v0, DTYPE) | (bits16(v1, DTYPE) << 16), mask=in_rows[:, None])
     nz0 = (e0 != 0).to(tl.int32)
     nz1 = (e1 != 0).to(tl.int32)
     nz2 = (e2 != 0).to(tl.int32)

@@ -1,0 +1,252 @@
+"""The backward of the sparse FFN in one pass over [T, H]: every 2:4 operand of three GEMMs.
+
+Given the forward's packed a = relu(y1)**2 * m (token-wise 2:4, cuSPARSELt layout) and
+dy2 = dy3 @ W2 [T, H], it computes dy1 = dy2 * 2*sqrt(a) at the kept positions and writes
+
+* dy1, token-wise: values in a's positions (a's metadata is reused as is)  -> dx = dy1 @ W1
+* dy1 and a, feature-wise: matrices [H, T] in cuSPARSELt layout, rows = features,
+  2:4 along tokens taken in the order `perm` (4 consecutive permuted tokens form a
+  group; the selection runs on top of m, so nothing the forward dropped comes back)
+                                                 -> dW1 = dy1F @ x[perm], dW2.T = aF @ dy3[perm]
+* dy1 and a at the densest features, dense, rows in `perm` order  -> their exact weight
+  gradients (those rows of the feature-wise products are replaced).
+
+Tiling: a program owns 64 features (one metadata block-row of the feature-wise matrices,
+16 token-wise groups) and 32*NB permuted tokens. Feature-wise metadata words pack the
+nibbles of features (f, f+8) and token groups (k, k+4), so a program walks the four
+(h, jj) sub-tiles and assembles each word in registers before its single store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ..reference.checks import check_multiple, check_ndim
+from .top2 import bits16, from_bits16, round_to, select_2_of_4
+
+_TL_DTYPE = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _tokenwise_nibble(meta_ptr, t, G, H):
+    """Metadata nibble of token-wise group G of token t ([U] x [8] -> [U, 8]): block (t//64, G//8),
+    row t%64 = 16s + 8h + i, group G%8 = 4j + q -> word 32s + 4i + q, nibble 2j + h."""
+    tr = t % 64
+    word_in_block = (32 * (tr // 16) + 4 * (tr % 8))[:, None] + (G % 4)[None, :]
+    block = (t // 64).to(tl.int64)[:, None] * (H // 32) + (G // 8)[None, :]
+    word = tl.load(meta_ptr + block * 128 + word_in_block).to(tl.int32)
+    shift = 4 * (2 * ((G % 8) // 4)[None, :] + ((tr // 8) % 2)[:, None])
+    return (word >> shift) & 0xF
+
+
+@triton.jit
+def _grad(g, a, DTYPE: tl.constexpr, RND: tl.constexpr):
+    """dy2 * 2 * sqrt(a) rounded like the reference's 16-bit ops; 0 where a == 0."""
+    s = round_to(tl.sqrt_rn(a), DTYPE, RND)
+    return tl.where(a != 0, round_to(round_to(g * 2.0, DTYPE, RND) * s, DTYPE, RND), 0.0)
+
+
+@triton.jit
+def _store_dense(ptr, slot_ptr, j, f, x, num_dense):
+    slot = tl.load(slot_ptr + f)  # [8]: -1 for a sparse feature
+    tl.store(ptr + j.to(tl.int64)[:, None] * num_dense + slot[None, :], x, mask=(slot >= 0)[None, :])
+
+
+@triton.jit
+def _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
+               k, G, r: tl.constexpr, H, num_dense, DTYPE: tl.constexpr, RND: tl.constexpr):
+    """Permuted token j = 4k + r, token-wise groups G: a and dy1 at the four positions of each
+    group ([U, 8] each); stores dy1's token-wise values and the dense features' entries."""
+    j = 4 * k + r
+    t = tl.load(perm_ptr + j).to(tl.int64)
+    at = t[:, None] * (H // 4) + G[None, :]
+    pair = tl.load(a_vals + at)
+    v0 = from_bits16(pair, DTYPE)
+    v1 = from_bits16(pair >> 16, DTYPE)
+    nib = _tokenwise_nibble(a_meta, t, G, H)
+    i0 = nib & 3
+    i1 = nib >> 2
+    w = tl.load(dy2_ptr + at)
+    e0 = from_bits16(w.to(tl.int32), DTYPE)
+    e1 = from_bits16((w >> 16).to(tl.int32), DTYPE)
+    e2 = from_bits16((w >> 32).to(tl.int32), DTYPE)
+    e3 = from_bits16((w >> 48).to(tl.int32), DTYPE)
+    d0 = _grad(tl.where(i0 == 0, e0, tl.where(i0 == 1, e1, e2)), v0, DTYPE, RND)
+    d1 = _grad(tl.where(i1 == 3, e3, tl.where(i1 == 2, e2, e1)), v1, DTYPE, RND)
+    tl.store(d1_vals + at, bits16(d0, DTYPE) | (bits16(d1, DTYPE) << 16))
+    a0 = tl.where(i0 == 0, v0, 0.0)
+    a1 = tl.where(i0 == 1, v0, tl.where(i1 == 1, v1, 0.0))
+    a2 = tl.where(i0 == 2, v0, tl.where(i1 == 2, v1, 0.0))
+    a3 = tl.where(i1 == 3, v1, 0.0)
+    g0 = tl.where(i0 == 0, d0, 0.0)
+    g1 = tl.where(i0 == 1, d0, tl.where(i1 == 1, d1, 0.0))
+    g2 = tl.where(i0 == 2, d0, tl.where(i1 == 2, d1, 0.0))
+    g3 = tl.where(i1 == 3, d1, 0.0)
+    if num_dense > 0:
+        _store_dense(dense_d1, slot_ptr, j, 4 * G + 0, g0.to(dense_d1.dtype.element_ty), num_dense)
+        _store_dense(dense_d1, slot_ptr, j, 4 * G + 1, g1.to(dense_d1.dtype.element_ty), num_dense)
+        _store_dense(dense_d1, slot_ptr, j, 4 * G + 2, g2.to(dense_d1.dtype.element_ty), num_dense)
+        _store_dense(dense_d1, slot_ptr, j, 4 * G + 3, g3.to(dense_d1.dtype.element_ty), num_dense)
+        _store_dense(dense_a, slot_ptr, j, 4 * G + 0, a0.to(dense_d1.dtype.element_ty), num_dense)
+        _store_dense(dense_a, slot_ptr, j, 4 * G + 1, a1.to(dense_d1.dtype.element_ty), num_dense)
+        _store_dense(dense_a, slot_ptr, j, 4 * G + 2, a2.to(dense_d1.dtype.element_ty), num_dense)
+        _store_dense(dense_a, slot_ptr, j, 4 * G + 3, a3.to(dense_d1.dtype.element_ty), num_dense)
+    return a0, a1, a2, a3, g0, g1, g2, g3
+
+
+@triton.jit
+def _featurewise(x0, x1, x2, x3, vals_ptr, f, k, T, DTYPE: tl.constexpr):
+    """2 of the 4 tokens 4k..4k+3 of feature f: store the pair, return the nibble."""
+    v0, v1, nibble, _, _, _, _ = select_2_of_4(x0, x1, x2, x3)
+    tl.store(vals_ptr + f.to(tl.int64)[None, :] * (T // 4) + k[:, None], bits16(v0, DTYPE) | (bits16(v1, DTYPE) << 16))
+    return nibble
+
+
+@triton.jit
+def _subtile(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, d1f_vals, af_vals, dense_d1, dense_a, slot_ptr,
+             k, G, T, H, num_dense, h: tl.constexpr, jj: tl.constexpr,
+             wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3, DTYPE: tl.constexpr, RND: tl.constexpr):
+    """Sub-tile (h, jj): token groups k (+4jj), token-wise groups G (features 16s + 8h + 4c + p of
+    the block); ORs its feature-wise nibbles into the words of positions p = 0..3."""
+    kk = k + 4 * jj
+    a00, a01, a02, a03, d00, d01, d02, d03 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
+                                                        slot_ptr, kk, G, 0, H, num_dense, DTYPE, RND)
+    a10, a11, a12, a13, d10, d11, d12, d13 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
+                                                        slot_ptr, kk, G, 1, H, num_dense, DTYPE, RND)
+    a20, a21, a22, a23, d20, d21, d22, d23 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
+                                                        slot_ptr, kk, G, 2, H, num_dense, DTYPE, RND)
+    a30, a31, a32, a33, d30, d31, d32, d33 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
+                                                        slot_ptr, kk, G, 3, H, num_dense, DTYPE, RND)
+    shift: tl.constexpr = 4 * (2 * jj + h)
+    wa0 |= _featurewise(a00, a10, a20, a30, af_vals, 4 * G + 0, kk, T, DTYPE) << shift
+    wa1 |= _featurewise(a01, a11, a21, a31, af_vals, 4 * G + 1, kk, T, DTYPE) << shift
+    wa2 |= _featurewise(a02, a12, a22, a32, af_vals, 4 * G + 2, kk, T, DTYPE) << shift
+    wa3 |= _featurewise(a03, a13, a23, a33, af_vals, 4 * G + 3, kk, T, DTYPE) << shift
+    wd0 |= _featurewise(d00, d10, d20, d30, d1f_vals, 4 * G + 0, kk, T, DTYPE) << shift
+    wd1 |= _featurewise(d01, d11, d21, d31, d1f_vals, 4 * G + 1, kk, T, DTYPE) << shift
+    wd2 |= _featurewise(d02, d12, d22, d32, d1f_vals, 4 * G + 2, kk, T, DTYPE) << shift
+    wd3 |= _featurewise(d03, d13, d23, d33, d1f_vals, 4 * G + 3, kk, T, DTYPE) << shift
+    return wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3
+
+
+@triton.jit
+def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
+                          dense_d1, dense_a, T, H, num_dense,
+                          NB: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
+    pid_f = tl.program_id(0)
+    u = tl.arange(0, 4 * NB)
+    k = tl.program_id(1) * 8 * NB + 8 * (u // 4) + (u % 4)  # token groups 8*bc + q (+4jj in the sub-tile)
+    v = tl.arange(0, 8)
+    s = v // 2
+    c = v % 2
+    wa0 = tl.zeros((4 * NB, 8), tl.int32)
+    wa1 = tl.zeros((4 * NB, 8), tl.int32)
+    wa2 = tl.zeros((4 * NB, 8), tl.int32)
+    wa3 = tl.zeros((4 * NB, 8), tl.int32)
+    wd0 = tl.zeros((4 * NB, 8), tl.int32)
+    wd1 = tl.zeros((4 * NB, 8), tl.int32)
+    wd2 = tl.zeros((4 * NB, 8), tl.int32)
+    wd3 = tl.zeros((4 * NB, 8), tl.int32)
+    for h in tl.static_range(2):
+        G = 16 * pid_f + 4 * s + 2 * h + c
+        for jj in tl.static_range(2):
+            wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3 = _subtile(
+                a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, d1f_vals, af_vals, dense_d1, dense_a, slot_ptr,
+                k, G, T, H, num_dense, h, jj, wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3, DTYPE, RND)
+    # word 32s + 16c + 4p + q of block (pid_f, k // 8)
+    base = ((pid_f.to(tl.int64) * (T // 32) + k // 8) * 128 + k % 4)[:, None] + (32 * s + 16 * c)[None, :]
+    tl.store(af_meta + base + 0, wa0.to(tl.int16))
+    tl.store(af_meta + base + 4, wa1.to(tl.int16))
+    tl.store(af_meta + base + 8, wa2.to(tl.int16))
+    tl.store(af_meta + base + 12, wa3.to(tl.int16))
+    tl.store(d1f_meta + base + 0, wd0.to(tl.int16))
+    tl.store(d1f_meta + base + 4, wd1.to(tl.int16))
+    tl.store(d1f_meta + base + 8, wd2.to(tl.int16))
+    tl.store(d1f_meta + base + 12, wd3.to(tl.int16))
+
+
+@dataclass(frozen=True)
+class BackwardOperands:
+    """What the three sparse GEMMs and the dense-feature GEMMs of the backward consume."""
+
+    dy1_tokenwise: torch.Tensor  # [T, H*9/16] packed: dy1 in a's positions, a's metadata
+    dy1_featurewise: torch.Tensor  # [H, T*9/16] packed: rows = features, 2:4 along perm-ordered tokens
+    a_featurewise: torch.Tensor  # [H, T*9/16] packed, likewise
+    dy1_dense: torch.Tensor  # [T, num_dense]: dy1 at the dense features, rows in perm order
+    a_dense: torch.Tensor  # [T, num_dense]: a likewise
+
+
+def _regions(packed: torch.Tensor, rows: int, cols: int):
+    """(values as int32 pairs, metadata as int16 words) of a packed [rows, cols] operand."""
+    flat = packed.view(-1)
+    return flat[: rows * cols // 2].view(torch.int32), flat[rows * cols // 2 :].view(torch.int16)
+
+
+def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
+    for name, t in (("packed_a", packed_a), ("dy2", dy2)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        check_ndim(name, t, ndim=2)
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+    if dy2.dtype not in _TL_DTYPE:
+        raise TypeError(f"dy2 must be bfloat16 or float16, got {dy2.dtype}")
+    if packed_a.dtype != dy2.dtype:
+        raise TypeError(f"packed_a has dtype {packed_a.dtype} but dy2 has {dy2.dtype}; they must match")
+    T, H = dy2.shape
+    check_multiple("dy2", T, 64, "the row (token) count")
+    check_multiple("dy2", H, 64, "the column (hidden) count")
+    if packed_a.shape != (T, H * 9 // 16):
+        raise ValueError(f"packed_a must be the packed [T, H] = [{T}, {H}] operand, shape ({T}, {H * 9 // 16}), "
+                         f"got {tuple(packed_a.shape)}")
+    if perm.dtype not in (torch.int32, torch.int64) or perm.shape != (T,):
+        raise ValueError(f"perm must be an int32/int64 permutation of shape ({T},), got {perm.dtype} {tuple(perm.shape)}")
+    if dense_features.dtype not in (torch.int32, torch.int64) or dense_features.ndim != 1:
+        raise ValueError(f"dense_features must be a 1-D integer tensor, got {dense_features.dtype} "
+                         f"{tuple(dense_features.shape)}")
+    for name, t in (("packed_a", packed_a), ("perm", perm), ("dense_features", dense_features)):
+        if t.device != dy2.device:
+            raise ValueError(f"{name} is on {t.device} but dy2 is on {dy2.device}; move both to one device")
+
+
+def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor, dense_features: torch.Tensor,
+                  *, token_blocks_per_program: int = 4, num_warps: int = 4) -> BackwardOperands:
+    """The backward's 2:4 operands from the forward's packed activation and dy2 = dy3 @ W2.
+
+    packed_a: [T, H*9/16], from `sparsify_pack`; dy2: [T, H] (same dtype); perm: the token
+    grouping (a permutation of range(T), not checked here: the caller builds it);
+    dense_features: distinct feature indices that get exact (dense) weight gradients.
+    """
+    check_backward_inputs(packed_a, dy2, perm, dense_features)
+    T, H = dy2.shape
+    nb = token_blocks_per_program
+    if nb < 1 or nb & (nb - 1):
+        raise ValueError(f"token_blocks_per_program must be a power of 2 >= 1, got {nb}")
+    while T % (32 * nb):
+        nb //= 2
+    num_dense = dense_features.numel()
+    slot = torch.full((H,), -1, dtype=torch.int32, device=dy2.device)
+    slot[dense_features.long()] = torch.arange(num_dense, dtype=torch.int32, device=dy2.device)
+    dy1_tok = torch.empty_like(packed_a)
+    a_vals, a_meta = _regions(packed_a, T, H)
+    d1_vals, d1_meta = _regions(dy1_tok, T, H)
+    d1_meta.copy_(a_meta)  # dy1 is non-zero only where a is: the same positions
+    dy1_feat = torch.empty(H, T * 9 // 16, dtype=dy2.dtype, device=dy2.device)
+    a_feat = torch.empty_like(dy1_feat)
+    d1f_vals, d1f_meta = _regions(dy1_feat, H, T)
+    af_vals, af_meta = _regions(a_feat, H, T)
+    dy1_dense = torch.empty(T, num_dense, dtype=dy2.dtype, device=dy2.device)
+    a_dense = torch.empty_like(dy1_dense)
+    grid = (H // 64, T // (32 * nb))
+    _backward_pack_kernel[grid](
+        a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
+        dy1_dense, a_dense, T, H, num_dense,
+        NB=nb, DTYPE=_TL_DTYPE[dy2.dtype], RND=_INTERPRETED, num_warps=num_warps,
+    )
+    return BackwardOperands(dy1_tok, dy1_feat, a_feat, dy1_dense, a_dense)
