@@ -55,11 +55,12 @@ def test_dispatch_threshold():
     assert dispatch.use_sparse(8192, 2048, 8192) and not dispatch.use_sparse(4096, 2048, 8192)
 
 
-def test_training_on_a_supported_gpu_runs_the_recipe_for_any_dtype(monkeypatch):
-    # the fast training kernels are not built: with autograd the module must run the reference recipe
-    # (not the dense fallback), also for float32 activations and shapes the GPU forward rejects
-    fast = B.Backend("cusparselt", "test")
-    monkeypatch.setattr("act24.ffn.backend.backend_for", lambda device, dtype=None: fast)
+def test_float32_training_on_a_supported_gpu_runs_the_recipe(monkeypatch):
+    # the fast kernels take 16-bit activations: float32 training must run the plain-PyTorch recipe,
+    # not the dense fallback
+    fast, dense = B.Backend("cusparselt", "test"), B.Backend("dense-fallback", "32-bit")
+    monkeypatch.setattr("act24.ffn.backend.backend_for",
+                        lambda device, dtype=torch.bfloat16: fast if dtype in (torch.bfloat16, torch.float16) else dense)
     torch.manual_seed(0)
     ffn = act24.SquaredReLUFFN(16, 64, sparse=True, perm_seed=1)
     x = torch.randn(8, 16, requires_grad=True)

@@ -101,19 +101,21 @@ def warn_fallback_once(reason: str) -> None:
 @torch.compiler.assume_constant_result  # resolved once at trace time: no graph break under torch.compile
 def sparse_path(device: torch.device, dtype: torch.dtype, training: bool, d: int, hidden: int) -> str:
     """How a sparse-mode FFN runs here: "recipe" (the plain-PyTorch recipe), "fast" (the sm90
-    kernels, inference only) or "dense" (after one warning saying why)."""
+    kernels) or "dense" (after one warning saying why)."""
     backend = backend_for(device, dtype)
     if backend.name == "reference":
         return "recipe"
-    if training and backend_for(device).name == "cusparselt":
-        return "recipe"  # a supported GPU; the fast training kernels are not built yet
-    if backend.name == "dense-fallback":
-        warn_fallback_once(backend.reason)
-        return "dense"
-    from . import fast_forward  # needs Triton: imported only on the fast backend
+    if backend.name == "cusparselt":
+        from . import fast_forward  # needs Triton: imported only on the fast backend
 
-    problem = fast_forward.supports(d, hidden)
-    if problem is not None:
+        problem = fast_forward.supports(d, hidden)
+        if problem is None:
+            return "fast"
+        if training:
+            return "recipe"  # the 2:4 semantics hold for any shape; only the speed-up needs the kernels
         warn_fallback_once(problem)
         return "dense"
-    return "fast"
+    if training and backend_for(device).name == "cusparselt":
+        return "recipe"  # e.g. float32 training on a supported GPU: the recipe, not silently dense
+    warn_fallback_once(backend.reason)
+    return "dense"

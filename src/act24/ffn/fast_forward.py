@@ -1,4 +1,5 @@
-"""The sparse FFN forward on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2."""
+"""The sparse FFN on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2; the training
+version also saves the packed activation for the fused sparse backward."""
 
 from __future__ import annotations
 
@@ -33,4 +34,16 @@ def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torc
         y1[T:] = 0  # the bias would make padded tokens count in the per-feature statistics
     packed, kept, nonzeros = ops.sparsify_pack(y1)
     y = ops.sparse_mm(packed, w2.t(), T + pad)
+    return (y[:T] if pad else y), kept, nonzeros
+
+
+def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int, num_dense: int):
+    """Differentiable y, kept and non-zero counts per feature. With the forward's second GEMM, 4 of
+    the 6 FFN GEMMs run on 2:4 operands (see ops/sparse_training_ops.py)."""
+    from ..ops import sparse_training_ops
+
+    T = x.shape[0]
+    pad = (-T) % ROW_BLOCK  # zero tokens: zero activations and zero gradients
+    y, _, kept, nonzeros = sparse_training_ops.sparse_ffn_train_forward(
+        F.pad(x, (0, 0, 0, pad)) if pad else x, w1, w2, perm_seed, num_dense)
     return (y[:T] if pad else y), kept, nonzeros

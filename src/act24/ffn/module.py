@@ -114,15 +114,21 @@ class SquaredReLUFFNBase(nn.Module):
             return self._dense(x, w1, w2, b1, b2, want_stats)
         training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w1, w2, b1, b2))
         path = sparse_path(x.device, x.dtype, training, self.d, self.hidden)
-        if path == "recipe":
-            num_dense = ref.dense_feature_count(self.hidden, self.dense_fraction)
+        num_dense = ref.dense_feature_count(self.hidden, self.dense_fraction)
+        if path == "recipe" or (path == "fast" and training and b1 is not None):
+            # the fast training kernels take no first-layer bias: the recipe keeps the semantics
             y, kept, nnz = recipe_ops.sparse_ffn(x, w1, w2, b1, self.perm_seed, num_dense)
             return (y if b2 is None else y + b2), (kept, nnz)
-        if path == "dense" or not dispatch.use_sparse(x.shape[0], self.d, self.hidden):
+        # inference takes the dense path where it is faster; training keeps the 2:4 recipe at every
+        # size, so what a model learns does not depend on the batch shape
+        if path == "dense" or (not training and not dispatch.use_sparse(x.shape[0], self.d, self.hidden)):
             return self._dense(x, w1, w2, b1, b2, want_stats)
         from . import fast_forward  # needs Triton: imported only on the fast backend
 
-        y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, b1)
+        if training:
+            y, kept, nonzeros = fast_forward.sparse_train_forward(x, w1, w2, self.perm_seed, num_dense)
+        else:
+            y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, b1)
         if b2 is not None:
             y = y + b2
         return y, ((kept, nonzeros.sum()) if want_stats else None)  # no reduction on the hot path

@@ -1,0 +1,80 @@
+"""The sparse FFN for training on sm90 as two custom ops with registered autograd.
+
+Forward:  y1 = x @ W1.T (dense), a = relu(y1)**2 * m packed by the Triton packer,
+          y = a @ W2.T on the 2:4 tensor cores. Saved: x and the packed a (not y1, not y2).
+Backward: dy2 = dy @ W2 (dense); one Triton pass builds every 2:4 operand; then
+          dx = dy1 @ W1, dW1 = dy1F @ x[perm], dW2.T = aF @ dy[perm] on the 2:4 tensor
+          cores, and the densest features' rows of dW1 / dW2.T from small dense GEMMs.
+Tokens are permuted only where they are grouped in fours: inside the backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import reference as ref
+from ..gemm import cusparselt
+from ..kernels.backward_pack import backward_pack
+from ..kernels.sparsify_pack import sparsify_pack
+
+
+@torch.library.custom_op("act24::sparse_ffn_train_forward", mutates_args=())
+def sparse_ffn_train_forward(
+    x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int, num_dense: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y [T, d], packed a [T, H*9/16], kept per feature [H], non-zeros per feature [H]); T % 64 == 0.
+
+    perm_seed and num_dense are the backward's: the token grouping and the dense feature count."""
+    out = sparsify_pack(x @ w1.t())
+    y = cusparselt.sparse_mm(out.packed, w2.t(), x.shape[0])
+    return y, out.packed, out.kept_per_feature, out.nonzeros_per_feature
+
+
+@sparse_ffn_train_forward.register_fake
+def _(x, w1, w2, perm_seed, num_dense):
+    T, (H, d) = x.shape[0], w1.shape
+    counts = x.new_empty(H, dtype=torch.int32)
+    return x.new_empty(T, d), x.new_empty(T, H * 9 // 16), counts, torch.empty_like(counts)
+
+
+@torch.library.custom_op("act24::sparse_ffn_train_backward", mutates_args=())
+def sparse_ffn_train_backward(
+    dy: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, packed: torch.Tensor, kept: torch.Tensor,
+    perm_seed: int, num_dense: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dW1, dW2) of the recipe from the forward's saved x and packed a."""
+    T, H = x.shape[0], w1.shape[0]
+    perm = ref.cached_token_permutation(T, perm_seed, x.device)
+    dense = ref.densest_features(kept, num_dense)
+    dy2 = dy @ w2
+    ops = backward_pack(packed, dy2, perm, dense)
+    del dy2
+    dx = cusparselt.sparse_mm(ops.dy1_tokenwise, w1, T)
+    x_perm, dy_perm = x[perm], dy[perm]
+    dw1 = cusparselt.sparse_mm(ops.dy1_featurewise, x_perm, H)
+    dw2_t = cusparselt.sparse_mm(ops.a_featurewise, dy_perm, H)
+    if num_dense:
+        dw1.index_copy_(0, dense, ops.dy1_dense.t() @ x_perm)
+        dw2_t.index_copy_(0, dense, ops.a_dense.t() @ dy_perm)
+    return dx, dw1, dw2_t.t().contiguous()
+
+
+@sparse_ffn_train_backward.register_fake
+def _(dy, x, w1, w2, packed, kept, perm_seed, num_dense):
+    return torch.empty_like(x), torch.empty_like(w1), torch.empty_like(w2)
+
+
+def _setup_context(ctx, inputs, output):
+    x, w1, w2, perm_seed, num_dense = inputs
+    _, packed, kept, _ = output
+    ctx.save_for_backward(x, w1, w2, packed, kept)
+    ctx.perm_seed, ctx.num_dense = perm_seed, num_dense
+
+
+def _backward(ctx, dy, _packed, _kept, _nonzeros):
+    x, w1, w2, packed, kept = ctx.saved_tensors
+    dx, dw1, dw2 = sparse_ffn_train_backward(dy.contiguous(), x, w1, w2, packed, kept, ctx.perm_seed, ctx.num_dense)
+    return dx, dw1, dw2, None, None
+
+
+sparse_ffn_train_forward.register_autograd(_backward, setup_context=_setup_context)

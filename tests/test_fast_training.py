@@ -1,0 +1,89 @@
+"""The fast training path (Triton packers + split GEMMs) against the recipe, on CPU: the kernels run
+in the interpreter and the 2:4 GEMM is replaced by a dense product of the decoded operand."""
+
+import pytest
+import torch
+
+import act24
+from act24 import reference as ref
+from act24.ffn import backend as B
+from act24.reference.cusparselt_layout import from_cusparselt_layout
+
+BF16 = torch.bfloat16
+
+
+def _decoded_mm(packed, b, m):
+    k = b.shape[0]
+    vals, idx = from_cusparselt_layout(packed.reshape(m, -1), m, k)
+    a = ref.decompress(ref.CompressedOperand(vals, idx.long()))
+    return (a.float() @ b.float()).to(b.dtype)
+
+
+@pytest.fixture
+def fast_backend(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("the GPU tests cover the real kernels and GEMMs")
+    fast, dense = B.Backend("cusparselt", "test"), B.Backend("dense-fallback", "32-bit")
+    monkeypatch.setattr(B, "backend_for", lambda device, dtype=BF16: fast if dtype in (BF16, torch.float16) else dense)
+    calls = []
+    monkeypatch.setattr("act24.gemm.cusparselt.sparse_mm", lambda p, b, m: calls.append((m, *b.shape)) or _decoded_mm(p, b, m))
+    return calls
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def _grads(ffn, x, dy):
+    x = x.detach().clone().requires_grad_()
+    ffn.zero_grad()
+    y = ffn(x)
+    y.backward(dy)
+    return y.detach(), x.grad, ffn.w1.grad.clone(), ffn.w2.grad.clone()
+
+
+def test_fast_training_matches_the_recipe(fast_backend):
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(64, 128, sparse=True, perm_seed=3, dense_fraction=0.1, dtype=BF16, track_stats=True)
+    x = torch.randn(2, 64, 64, dtype=BF16)
+    dy = torch.randn(2, 64, 64, dtype=BF16)
+    y, dx, dw1, dw2 = _grads(ffn, x, dy)
+    assert ffn.last_stats.tokens == 128
+    # GEMM2 forward, then dx, dW1, dW2.T: four 2:4 GEMMs
+    assert fast_backend == [(128, 128, 64), (128, 128, 64), (128, 128, 64), (128, 128, 64)]
+
+    x2, dy2 = x.reshape(-1, 64).clone().requires_grad_(), dy.reshape(-1, 64)
+    w1, w2 = (p.detach().clone().requires_grad_() for p in (ffn.w1, ffn.w2))
+    perm = ref.cached_token_permutation(128, 3, x.device)
+    ye, _, _ = ref.sparse_ffn(x2, w1, w2, perm, ref.dense_feature_count(128, 0.1))
+    ye.backward(dy2)
+    assert _rel(y.reshape(-1, 64), ye) < 1e-2
+    assert _rel(dx.reshape(-1, 64), x2.grad) < 1e-2
+    assert _rel(dw1, w1.grad) < 2e-2 and _rel(dw2, w2.grad) < 2e-2
+    # and not the dense gradient: the feature-wise 2:4 dropped something
+    w1d = ffn.w1.detach().clone().requires_grad_()
+    (ref.squared_relu(x2.detach() @ w1d.t()) @ ffn.w2.detach().t()).backward(dy2)
+    assert _rel(dw1, w1d.grad) > 5e-2
+
+
+def test_fast_training_pads_odd_token_counts(fast_backend):
+    torch.manual_seed(1)
+    ffn = act24.SquaredReLUFFN(64, 128, sparse=True, perm_seed=0, dtype=BF16)
+    x, dy = torch.randn(100, 64, dtype=BF16), torch.randn(100, 64, dtype=BF16)
+    y, dx, dw1, dw2 = _grads(ffn, x, dy)
+    # y and dx do not depend on the token grouping: they match the recipe on any token count
+    x2 = x.clone().requires_grad_()
+    ye, _, _ = ref.sparse_ffn(x2, ffn.w1.detach(), ffn.w2.detach(), ref.cached_token_permutation(100, 0, x.device), 7)
+    ye.backward(dy)
+    assert _rel(y, ye) < 1e-2 and _rel(dx, x2.grad) < 1e-2
+    assert torch.isfinite(dw1).all() and torch.isfinite(dw2).all() and dw1.abs().sum() > 0
+
+
+def test_fast_training_with_a_first_layer_bias_takes_the_recipe(fast_backend):
+    torch.manual_seed(2)
+    mlp = act24.SquaredReLUMLP(torch.nn.Linear(64, 128, dtype=BF16), torch.nn.Linear(128, 64, dtype=BF16), sparse=True,
+                               perm_seed=0)
+    x = torch.randn(64, 64, dtype=BF16, requires_grad=True)
+    mlp(x).float().sum().backward()
+    assert mlp.up_proj.bias.grad is not None and torch.isfinite(mlp.up_proj.bias.grad).all()
+    assert fast_backend == []  # the recipe ran
