@@ -13,14 +13,15 @@ def run(args) -> int:
     if not torch.cuda.is_available():
         print("act24 bench needs a CUDA GPU (this machine has none)", file=sys.stderr)
         return 2
-    from ..bench import common, ffn_forward
+    from ..bench import common, ffn_forward, ffn_train
 
     tokens = tuple(args.tokens) if args.tokens else ffn_forward.TOKENS
     shapes = tuple(tuple(s) for s in args.shape) if args.shape else ffn_forward.SHAPES
-    rows = ffn_forward.forward_rows(tokens, shapes, progress=lambda r: print(
+    bench, topic = (ffn_train.train_rows, "ffn_train") if args.backward else (ffn_forward.forward_rows, "ffn_forward")
+    rows = bench(tokens, shapes, progress=lambda r: print(
         f"T={r['T']} d={r['d']} H={r['H']}: {r['speedup_vs_compiled']:.3f}x vs compiled", flush=True))
-    path = common.write_result(args.out, "ffn_forward", {**common.header(), "rows": rows})
-    common.print_table(rows, ffn_forward.COLUMNS)
+    path = common.write_result(args.out, topic, {**common.header(), "rows": rows})
+    common.print_table(rows, ffn_train.COLUMNS if args.backward else ffn_forward.COLUMNS)
     print(f"wrote {path}")
     return 0
 
@@ -51,6 +52,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (GPU): dense vs act24 sparse")
     p.add_argument("what", choices=["ffn", "prefill"],
                    help="ffn: the FFN forward (GPU); prefill: a Nemotron-like model's prefill and decode")
+    p.add_argument("--backward", action="store_true", help="ffn: forward + backward (training), to ffn_train.json")
     p.add_argument("--tokens", type=int, nargs="+", help="token counts (default: 2048 ... 32768)")
     p.add_argument("--shape", type=int, nargs=2, action="append", metavar=("D", "H"), help="model dim and hidden size")
     p.add_argument("--config", choices=["1b", "tiny"], help="prefill model (default: 1b on a GPU, tiny on CPU)")

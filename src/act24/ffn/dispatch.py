@@ -7,6 +7,8 @@ measured on the H200 (see docs/performance.md); `set_sparse_threshold` changes i
 
 from __future__ import annotations
 
+import contextlib
+
 # T*d*hidden = 2**37: T=8192 at d=2048, hidden=8192. On the H200 every measured shape at or
 # above it ran faster sparse (1.08-1.21x vs compiled dense) and every one below slower (0.25-0.64x):
 # cuSPARSELt spends ~0.45 ms per call on the host building its plan, which small problems cannot hide.
@@ -27,3 +29,15 @@ def sparse_threshold() -> int:
 
 def use_sparse(tokens: int, d: int, hidden: int) -> bool:
     return tokens * d * hidden >= _threshold
+
+
+@contextlib.contextmanager
+def sparse_threshold_override(tokens_x_d_x_hidden: int):
+    """Use another threshold inside the block (0: the 2:4 path wherever it can run, e.g. to
+    evaluate a sparse-trained model exactly as it was trained)."""
+    old = _threshold
+    set_sparse_threshold(tokens_x_d_x_hidden)
+    try:
+        yield
+    finally:
+        set_sparse_threshold(old)

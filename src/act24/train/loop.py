@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..ffn.dispatch import sparse_threshold_override
 from ..model import DecoderLM, ModelConfig
 from . import checkpoint, distributed, plots
 from .data import BatchSampler, Corpus
@@ -146,10 +147,13 @@ class Trainer:
         self.model.eval()
         batches = BatchSampler(self.corpus.val, self.model_cfg.seq_len, self.cfg.batch_size, 1234, "validation")
         losses = []
-        for _ in range(self.cfg.eval_batches):
-            x, y = self._local(*batches.sample(self.device))
-            with torch.autocast(**self.autocast):
-                losses.append(self.model(x, y)[1].item())
+        # evaluate the FFN as it trains: 2:4 at every size once sparse (inference dispatch would
+        # pick the dense path for small batches)
+        with sparse_threshold_override(0):
+            for _ in range(self.cfg.eval_batches):
+                x, y = self._local(*batches.sample(self.device))
+                with torch.autocast(**self.autocast):
+                    losses.append(self.model(x, y)[1].item())
         self.model.train()
         return self._mean(sum(losses) / len(losses))
 

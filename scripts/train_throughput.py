@@ -1,0 +1,62 @@
+"""Training throughput of the ~1B config (d=2048, hidden 8192, 24 layers, seq 4096), dense vs 2:4
+sparse FFNs, in one process on the same model; synthetic tokens. Writes OUT/train_throughput.json.
+
+Usage: PYTHONPATH=src python scripts/train_throughput.py OUT [--batch-size 4] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from act24.bench.common import header, write_result
+from act24.model import DecoderLM, preset
+
+
+def tokens_per_s(model, opt, batch, steps: int, warmup: int = 3) -> float:
+    x, y = batch
+    for i in range(warmup + steps):
+        if i == warmup:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(x, y)[1]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    return steps * x.numel() / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--steps", type=int, default=10)
+    args = p.parse_args()
+    cfg = preset("1b", ffn="relu2")
+    torch.manual_seed(0)
+    model = DecoderLM(cfg).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    tokens = torch.randint(0, cfg.vocab_size, (args.batch_size, cfg.seq_len + 1), device="cuda", generator=g)
+    batch = tokens[:, :-1], tokens[:, 1:]
+    result = {}
+    for mode in ("dense", "sparse", "dense"):  # dense twice: the clock drift between runs
+        model.set_sparse(mode == "sparse")
+        result.setdefault(mode, []).append(tokens_per_s(model, opt, batch, args.steps))
+        print(mode, result[mode][-1], flush=True)
+    dense = max(result["dense"])
+    row = {"config": f"1b: d={cfg.d_model}, hidden={cfg.hidden}, {cfg.n_layers} layers, seq {cfg.seq_len}, "
+                     f"batch {args.batch_size}, {model.num_params() / 1e9:.2f}B params, bf16 autocast, eager",
+           "dense_tokens_per_s": dense, "sparse_tokens_per_s": result["sparse"][0],
+           "speedup": result["sparse"][0] / dense, "dense_runs_tokens_per_s": result["dense"]}
+    write_result(args.out, "train_throughput", {**header(), "rows": [row]})
+    print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""FFN forward + backward: dense eager, dense torch.compile, act24 sparse; a per-part breakdown and
+the activation bytes each saves for the backward.
+
+Operands as in the forward benchmark (~90% of relu(x @ W1.T)**2 is zero); dy ~ N(0, 1).
+act24 runs its training path (Triton packers, cuSPARSELt GEMMs, densest 5% of features dense).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import reference as ref
+from ..ffn import fast_forward
+from ..gemm import cusparselt
+from ..kernels.backward_pack import backward_pack
+from ..kernels.sparsify_pack import sparsify_pack
+from .common import median_ms
+from .ffn_forward import SHAPES, TOKENS, realistic_operands
+
+DENSE_FRACTION = 0.05
+PERM_SEED = 0
+COLUMNS = [
+    ("T", "T", "d"), ("d", "d", "d"), ("H", "H", "d"),
+    ("dense_eager_ms", "eager ms", ".2f"), ("dense_compiled_ms", "compiled ms", ".2f"),
+    ("sparse_ms", "act24 ms", ".2f"), ("speedup_vs_compiled", "x compiled", ".3f"),
+    ("saved_fraction", "saved bytes vs dense", ".2f"),
+]
+
+
+def saved_activation_bytes(forward, exclude: tuple[torch.Tensor, ...]) -> int:
+    """Bytes autograd keeps for the backward of `forward()`, counted once per storage; the tensors
+    in `exclude` (the weights) are not activations. The input x is counted: every variant saves it."""
+    seen: dict[tuple[int, int], int] = {}
+    skip = {t.data_ptr() for t in exclude}
+
+    def pack(t):
+        if t.data_ptr() not in skip:
+            seen[(t.data_ptr(), t.untyped_storage().nbytes())] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    del out
+    return sum(seen.values())
+
+
+def _train_step(forward, x, w1, w2, dy):
+    def step():
+        for t in (x, w1, w2):
+            t.grad = None  # time the backward without gradient accumulation
+        forward(x, w1, w2).backward(dy)
+    return step
+
+
+def _parts(x, w1, w2, dy, num_dense) -> dict:
+    """Each piece of the act24 step alone (medians, ms)."""
+    T, H = x.shape[0], w1.shape[0]
+    perm = ref.cached_token_permutation(T, PERM_SEED, x.device)
+    y1 = x @ w1.t()
+    pk = sparsify_pack(y1)
+    dy2 = dy @ w2
+    dense = ref.densest_features(pk.kept_per_feature, num_dense)
+    ops = backward_pack(pk.packed, dy2, perm, dense)
+    x_perm, dy_perm = x[perm], dy[perm]
+    parts = {
+        "gemm1_dense": median_ms(lambda: x @ w1.t()),
+        "sparsify_pack": median_ms(lambda: sparsify_pack(y1)),
+        "gemm2_sparse": median_ms(lambda: cusparselt.sparse_mm(pk.packed, w2.t(), T)),
+        "dy2_dense": median_ms(lambda: dy @ w2),
+        "backward_pack": median_ms(lambda: backward_pack(pk.packed, dy2, perm, dense)),
+        "dx_sparse": median_ms(lambda: cusparselt.sparse_mm(ops.dy1_tokenwise, w1, T)),
+        "permute_x_dy": median_ms(lambda: (x[perm], dy[perm])),
+        "dw1_sparse": median_ms(lambda: cusparselt.sparse_mm(ops.dy1_featurewise, x_perm, H)),
+        "dw2_sparse": median_ms(lambda: cusparselt.sparse_mm(ops.a_featurewise, dy_perm, H)),
+        "dense_features": median_ms(lambda: (ops.dy1_dense.t() @ x_perm, ops.a_dense.t() @ dy_perm)),
+        "dw2_transpose": median_ms(lambda: torch.empty(H, x.shape[1], dtype=x.dtype, device=x.device).t().contiguous()),
+    }
+    y2 = ref.squared_relu(y1)
+    dense_parts = {
+        "dense_gemm1": parts["gemm1_dense"],
+        "dense_gemm2": median_ms(lambda: y2 @ w2.t()),
+        "dense_dy2": parts["dy2_dense"],
+        "dense_dx": median_ms(lambda: dy2 @ w1),
+        "dense_dw1": median_ms(lambda: dy2.t() @ x),
+        "dense_dw2": median_ms(lambda: dy.t() @ y2),
+    }
+    return {**parts, **dense_parts}
+
+
+def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, with_parts: bool = True) -> list[dict]:
+    rows = []
+    for d, hidden in shapes:
+        for T in tokens:
+            torch._dynamo.reset()
+            compiled = torch.compile(ref.dense_ffn, dynamic=False)
+            x, w1, w2 = realistic_operands(T, d, hidden)
+            dy = torch.randn(T, d, device="cuda", dtype=x.dtype)
+            num_dense = ref.dense_feature_count(hidden, DENSE_FRACTION)
+            xs, w1s, w2s = (t.detach().requires_grad_() for t in (x, w1, w2))
+
+            def act24_ffn(a, b, c):
+                return fast_forward.sparse_train_forward(a, b, c, PERM_SEED, num_dense)[0]
+
+            forwards = {"dense_eager": ref.dense_ffn, "dense_compiled": compiled, "sparse": act24_ffn}
+            times = {}
+            for name, fn in forwards.items():
+                step = _train_step(fn, xs, w1s, w2s, dy)
+                step()  # compile, algorithm search
+                times[name] = median_ms(step)
+            saved = {name: saved_activation_bytes(lambda: fn(xs, w1s, w2s), (w1s, w2s)) for name, fn in forwards.items()}
+            row = {
+                "T": T, "d": d, "H": hidden,
+                "dense_eager_ms": times["dense_eager"], "dense_compiled_ms": times["dense_compiled"],
+                "sparse_ms": times["sparse"],
+                "speedup_vs_compiled": times["dense_compiled"] / times["sparse"],
+                "speedup_vs_eager": times["dense_eager"] / times["sparse"],
+                "saved_activation_bytes_dense": saved["dense_eager"],
+                "saved_activation_bytes_dense_compiled": saved["dense_compiled"],
+                "saved_activation_bytes_sparse": saved["sparse"],
+                "saved_fraction": saved["sparse"] / saved["dense_eager"],
+                "num_dense_features": num_dense,
+            }
+            if with_parts:
+                with torch.no_grad():
+                    row["parts"] = _parts(x, w1, w2, dy, num_dense)
+            rows.append(row)
+            if progress:
+                progress(row)
+            del compiled
+            torch.cuda.empty_cache()
+    return rows
+

@@ -1,0 +1,85 @@
+"""The fast training path on the GPU: gradients against the recipe, a short training run against the
+recipe's, and torch.compile of the sparse FFN."""
+
+import pytest
+import torch
+
+import act24
+from act24 import reference as ref
+from act24.ffn import dispatch
+
+pytestmark = pytest.mark.gpu
+BF16 = torch.bfloat16
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize("T,d,H", [(4096, 256, 1024), (1024, 512, 2048), (2048, 1024, 4096)])
+def test_gradients_match_the_recipe(T, d, H):
+    torch.manual_seed(T + d)
+    ffn = act24.SquaredReLUFFN(d, H, sparse=True, perm_seed=5, device="cuda", dtype=BF16)
+    x = (torch.randn(T, d, device="cuda") - 0.3).to(BF16).requires_grad_()
+    dy = torch.randn(T, d, device="cuda", dtype=BF16)
+    y = ffn(x)
+    y.backward(dy)
+    xe = x.detach().clone().requires_grad_()
+    w1, w2 = (p.detach().clone().requires_grad_() for p in (ffn.w1, ffn.w2))
+    ye, _, _ = ref.sparse_ffn(xe, w1, w2, ref.cached_token_permutation(T, 5, x.device), ref.dense_feature_count(H, 0.05))
+    ye.backward(dy)
+    assert _rel(y, ye) < 1e-2
+    assert _rel(x.grad, xe.grad) < 1e-2
+    assert _rel(ffn.w1.grad, w1.grad) < 2e-2
+    assert _rel(ffn.w2.grad, w2.grad) < 2e-2
+
+
+def _train(model, steps, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(steps):
+        tokens = torch.randint(0, 64, (16, 257), device="cuda", generator=g)
+        tokens[:, 1::2] = (tokens[:, 0:-1:2] * 7 + 3) % 64  # learnable structure
+        with torch.autocast("cuda", dtype=BF16):
+            loss = model(tokens[:, :-1], tokens[:, 1:])[1]
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def test_training_steps_stay_finite_and_track_the_recipe(monkeypatch):
+    from act24.model import DecoderLM, ModelConfig
+
+    cfg = ModelConfig(vocab_size=64, d_model=256, n_layers=2, n_heads=4, seq_len=256, hidden=1024)
+    runs = {}
+    for name in ("fast", "recipe"):
+        torch.manual_seed(0)
+        model = DecoderLM(cfg).cuda()
+        model.set_sparse(True)
+        if name == "recipe":
+            monkeypatch.setattr("act24.ffn.module.sparse_path", lambda *a: "recipe")
+        runs[name] = _train(model, 300)
+    fast, recipe = runs["fast"], runs["recipe"]
+    assert all(torch.isfinite(torch.tensor(fast)))
+    tail = slice(-20, None)
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    assert mean(fast[tail]) < 0.8 * mean(fast[:10])  # it learns
+    assert abs(mean(fast[tail]) - mean(recipe[tail])) < 0.05 * mean(recipe[tail])
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_compiled_sparse_ffn_matches_eager(training):
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(512, 2048, sparse=True, perm_seed=1, device="cuda", dtype=BF16)
+    x = torch.randn(4096, 512, device="cuda", dtype=BF16, requires_grad=training)
+    compiled = torch.compile(ffn, fullgraph=True)
+    with dispatch.sparse_threshold_override(0), torch.set_grad_enabled(training):
+        y_eager, y_comp = ffn(x), compiled(x)
+        assert _rel(y_comp, y_eager) < 1e-2
+        if training:
+            g = torch.autograd.grad(y_eager.float().square().sum(), (x, ffn.w1))
+            gc = torch.autograd.grad(y_comp.float().square().sum(), (x, ffn.w1))
+            assert _rel(gc[0], g[0]) < 1e-2 and _rel(gc[1], g[1]) < 2e-2
