@@ -53,14 +53,14 @@ def _grad(g, a, DTYPE: tl.constexpr, RND: tl.constexpr):
 
 
 @triton.jit
-def _store_dense(ptr, slot_ptr, j, f, x, num_dense):
+def _store_dense(ptr, slot_ptr, j, f, x, dense_stride):
     slot = tl.load(slot_ptr + f)  # [8]: -1 for a sparse feature
-    tl.store(ptr + j.to(tl.int64)[:, None] * num_dense + slot[None, :], x, mask=(slot >= 0)[None, :])
+    tl.store(ptr + j.to(tl.int64)[:, None] * dense_stride + slot[None, :], x, mask=(slot >= 0)[None, :])
 
 
 @triton.jit
 def _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
-               k, G, r: tl.constexpr, H, num_dense, DTYPE: tl.constexpr, RND: tl.constexpr):
+               k, G, r: tl.constexpr, H, dense_stride, DTYPE: tl.constexpr, RND: tl.constexpr):
     """Permuted token j = 4k + r, token-wise groups G: a and dy1 at the four positions of each
     group ([U, 8] each); stores dy1's token-wise values and the dense features' entries."""
     j = 4 * k + r
@@ -88,15 +88,15 @@ def _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, sl
     g1 = tl.where(i0 == 1, d0, tl.where(i1 == 1, d1, 0.0))
     g2 = tl.where(i0 == 2, d0, tl.where(i1 == 2, d1, 0.0))
     g3 = tl.where(i1 == 3, d1, 0.0)
-    if num_dense > 0:
-        _store_dense(dense_d1, slot_ptr, j, 4 * G + 0, g0.to(dense_d1.dtype.element_ty), num_dense)
-        _store_dense(dense_d1, slot_ptr, j, 4 * G + 1, g1.to(dense_d1.dtype.element_ty), num_dense)
-        _store_dense(dense_d1, slot_ptr, j, 4 * G + 2, g2.to(dense_d1.dtype.element_ty), num_dense)
-        _store_dense(dense_d1, slot_ptr, j, 4 * G + 3, g3.to(dense_d1.dtype.element_ty), num_dense)
-        _store_dense(dense_a, slot_ptr, j, 4 * G + 0, a0.to(dense_d1.dtype.element_ty), num_dense)
-        _store_dense(dense_a, slot_ptr, j, 4 * G + 1, a1.to(dense_d1.dtype.element_ty), num_dense)
-        _store_dense(dense_a, slot_ptr, j, 4 * G + 2, a2.to(dense_d1.dtype.element_ty), num_dense)
-        _store_dense(dense_a, slot_ptr, j, 4 * G + 3, a3.to(dense_d1.dtype.element_ty), num_dense)
+    if dense_stride > 0:  # any dense features
+        _store_dense(dense_d1, slot_ptr, j, 4 * G + 0, g0.to(dense_d1.dtype.element_ty), dense_stride)
+        _store_dense(dense_d1, slot_ptr, j, 4 * G + 1, g1.to(dense_d1.dtype.element_ty), dense_stride)
+        _store_dense(dense_d1, slot_ptr, j, 4 * G + 2, g2.to(dense_d1.dtype.element_ty), dense_stride)
+        _store_dense(dense_d1, slot_ptr, j, 4 * G + 3, g3.to(dense_d1.dtype.element_ty), dense_stride)
+        _store_dense(dense_a, slot_ptr, j, 4 * G + 0, a0.to(dense_d1.dtype.element_ty), dense_stride)
+        _store_dense(dense_a, slot_ptr, j, 4 * G + 1, a1.to(dense_d1.dtype.element_ty), dense_stride)
+        _store_dense(dense_a, slot_ptr, j, 4 * G + 2, a2.to(dense_d1.dtype.element_ty), dense_stride)
+        _store_dense(dense_a, slot_ptr, j, 4 * G + 3, a3.to(dense_d1.dtype.element_ty), dense_stride)
     return a0, a1, a2, a3, g0, g1, g2, g3
 
 
@@ -110,19 +110,19 @@ def _featurewise(x0, x1, x2, x3, vals_ptr, f, k, T, DTYPE: tl.constexpr):
 
 @triton.jit
 def _subtile(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, d1f_vals, af_vals, dense_d1, dense_a, slot_ptr,
-             k, G, T, H, num_dense, h: tl.constexpr, jj: tl.constexpr,
+             k, G, T, H, dense_stride, h: tl.constexpr, jj: tl.constexpr,
              wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3, DTYPE: tl.constexpr, RND: tl.constexpr):
     """Sub-tile (h, jj): token groups k (+4jj), token-wise groups G (features 16s + 8h + 4c + p of
     the block); ORs its feature-wise nibbles into the words of positions p = 0..3."""
     kk = k + 4 * jj
     a00, a01, a02, a03, d00, d01, d02, d03 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
-                                                        slot_ptr, kk, G, 0, H, num_dense, DTYPE, RND)
+                                                        slot_ptr, kk, G, 0, H, dense_stride, DTYPE, RND)
     a10, a11, a12, a13, d10, d11, d12, d13 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
-                                                        slot_ptr, kk, G, 1, H, num_dense, DTYPE, RND)
+                                                        slot_ptr, kk, G, 1, H, dense_stride, DTYPE, RND)
     a20, a21, a22, a23, d20, d21, d22, d23 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
-                                                        slot_ptr, kk, G, 2, H, num_dense, DTYPE, RND)
+                                                        slot_ptr, kk, G, 2, H, dense_stride, DTYPE, RND)
     a30, a31, a32, a33, d30, d31, d32, d33 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
-                                                        slot_ptr, kk, G, 3, H, num_dense, DTYPE, RND)
+                                                        slot_ptr, kk, G, 3, H, dense_stride, DTYPE, RND)
     shift: tl.constexpr = 4 * (2 * jj + h)
     wa0 |= _featurewise(a00, a10, a20, a30, af_vals, 4 * G + 0, kk, T, DTYPE) << shift
     wa1 |= _featurewise(a01, a11, a21, a31, af_vals, 4 * G + 1, kk, T, DTYPE) << shift
@@ -137,7 +137,7 @@ def _subtile(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, d1f_vals, af_vals, dens
 
 @triton.jit
 def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
-                          dense_d1, dense_a, T, H, num_dense,
+                          dense_d1, dense_a, T, H, dense_stride,
                           NB: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
     pid_f = tl.program_id(0)
     u = tl.arange(0, 4 * NB)
@@ -158,7 +158,7 @@ def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, 
         for jj in tl.static_range(2):
             wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3 = _subtile(
                 a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, d1f_vals, af_vals, dense_d1, dense_a, slot_ptr,
-                k, G, T, H, num_dense, h, jj, wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3, DTYPE, RND)
+                k, G, T, H, dense_stride, h, jj, wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3, DTYPE, RND)
     # word 32s + 16c + 4p + q of block (pid_f, k // 8)
     base = ((pid_f.to(tl.int64) * (T // 32) + k // 8) * 128 + k % 4)[:, None] + (32 * s + 16 * c)[None, :]
     tl.store(af_meta + base + 0, wa0.to(tl.int16))
@@ -178,8 +178,9 @@ class BackwardOperands:
     dy1_tokenwise: torch.Tensor  # [T, H*9/16] packed: dy1 in a's positions, a's metadata
     dy1_featurewise: torch.Tensor  # [H, T*9/16] packed: rows = features, 2:4 along perm-ordered tokens
     a_featurewise: torch.Tensor  # [H, T*9/16] packed, likewise
-    dy1_dense: torch.Tensor  # [T, num_dense]: dy1 at the dense features, rows in perm order
-    a_dense: torch.Tensor  # [T, num_dense]: a likewise
+    # [T, num_dense] each, rows in perm order, row stride a multiple of 64 (aligned GEMMs)
+    dy1_dense: torch.Tensor  # dy1 at the dense features
+    a_dense: torch.Tensor  # a at the dense features
 
 
 def _regions(packed: torch.Tensor, rows: int, cols: int):
@@ -241,12 +242,15 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
     a_feat = torch.empty_like(dy1_feat)
     d1f_vals, d1f_meta = _regions(dy1_feat, H, T)
     af_vals, af_meta = _regions(a_feat, H, T)
-    dy1_dense = torch.empty(T, num_dense, dtype=dy2.dtype, device=dy2.device)
-    a_dense = torch.empty_like(dy1_dense)
+    # rows padded to a multiple of 64 columns: a transposed view with an odd leading dimension sends
+    # cuBLAS to slow kernels (the padding columns are never read back)
+    stride = -(-num_dense // 64) * 64
+    dy1_dense = torch.empty(T, stride, dtype=dy2.dtype, device=dy2.device)[:, :num_dense]
+    a_dense = torch.empty(T, stride, dtype=dy2.dtype, device=dy2.device)[:, :num_dense]
     grid = (H // 64, T // (32 * nb))
     _backward_pack_kernel[grid](
         a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
-        dy1_dense, a_dense, T, H, num_dense,
+        dy1_dense, a_dense, T, H, stride,
         NB=nb, DTYPE=_TL_DTYPE[dy2.dtype], RND=_INTERPRETED, num_warps=num_warps,
     )
     return BackwardOperands(dy1_tok, dy1_feat, a_feat, dy1_dense, a_dense)
