@@ -81,6 +81,11 @@ class SquaredReLUFFNBase(nn.Module):
         return ref.cached_token_permutation(num_tokens, self.perm_seed, device)
 
     @property
+    def num_dense_features(self) -> int:
+        """Features whose weight gradients stay dense: the densest dense_fraction of hidden."""
+        return ref.dense_feature_count(self.hidden, self.dense_fraction)
+
+    @property
     def last_stats(self) -> ref.FFNStats | None:
         """Statistics of the last forward with track_stats on (computed when read: no sync in forward)."""
         if self._last_counts is None:
@@ -114,10 +119,9 @@ class SquaredReLUFFNBase(nn.Module):
             return self._dense(x, w1, w2, b1, b2, want_stats)
         training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w1, w2, b1, b2))
         path = sparse_path(x.device, x.dtype, training, self.d, self.hidden)
-        num_dense = ref.dense_feature_count(self.hidden, self.dense_fraction)
         if path == "recipe" or (path == "fast" and training and b1 is not None):
             # the fast training kernels take no first-layer bias: the recipe keeps the semantics
-            y, kept, nnz = recipe_ops.sparse_ffn(x, w1, w2, b1, self.perm_seed, num_dense)
+            y, kept, nnz = recipe_ops.sparse_ffn(x, w1, w2, b1, self.perm_seed, self.num_dense_features)
             return (y if b2 is None else y + b2), (kept, nnz)
         # inference takes the dense path where it is faster; training keeps the 2:4 recipe at every
         # size, so what a model learns does not depend on the batch shape
@@ -126,7 +130,7 @@ class SquaredReLUFFNBase(nn.Module):
         from . import fast_forward  # needs Triton: imported only on the fast backend
 
         if training:
-            y, kept, nonzeros = fast_forward.sparse_train_forward(x, w1, w2, self.perm_seed, num_dense)
+            y, kept, nonzeros = fast_forward.sparse_train_forward(x, w1, w2, self.perm_seed, self.num_dense_features)
         else:
             y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, b1)
         if b2 is not None:
