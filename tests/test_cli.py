@@ -30,3 +30,11 @@ def test_bench_prefill_tiny_on_cpu(tmp_path, capsys):
     assert row["T"] == 64 and row["dense_ms"] > 0 and row["sparse_ms"] > 0 and row["decode_dense_tok_s"] > 0
     assert result["converted_mlps"] == 2 and 0 < row["act_sparsity"] < 1
     assert {"logits_rel_err", "greedy_token_agreement"} <= set(result["agreement"])
+
+
+def test_train_rejects_bad_settings_with_the_flag_name(tmp_path, capsys):
+    assert main(["train", "--steps", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "--steps" in capsys.readouterr().err
+    assert main(["train", "--lr", "-1", "--out", str(tmp_path / "r")]) == 2
+    assert "--lr" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

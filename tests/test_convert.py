@@ -108,3 +108,47 @@ def test_own_model_is_switched_to_sparse_and_swiglu_is_refused():
                                    ffn="swiglu"))
     with pytest.raises(ValueError, match="blocks.0.ffn \\(SwiGLU\\): gated"):
         act24.convert(swiglu)
+
+
+def test_nemotron_h_converts_dense_and_shared_expert_mlps_and_reports_the_experts():
+    cfg = transformers.NemotronHConfig(
+        vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=4, hybrid_override_pattern="E*-", n_routed_experts=4, num_experts_per_tok=2,
+        moe_intermediate_size=64, moe_shared_expert_intermediate_size=128, mamba_num_heads=4, mamba_head_dim=16,
+        ssm_state_size=16, n_groups=1)
+    report = act24.convert(transformers.NemotronHForCausalLM(cfg))
+    assert {c.path for c in report.converted} == {"model.layers.0.mixer.shared_experts", "model.layers.2.mixer"}
+    experts = [s for s in report.skipped if s.path == "model.layers.0.mixer.experts"]
+    assert experts and "mixture-of-experts" in experts[0].reason
+
+
+def test_linear_subclasses_and_hooked_layers_are_left_alone():
+    class LoRALinear(torch.nn.Linear):
+        pass
+
+    model = build("nemotron")
+    mlp0, mlp1 = model.model.layers[0].mlp, model.model.layers[1].mlp
+    lora = LoRALinear(32, 128, bias=False)
+    lora.weight.data.copy_(mlp0.up_proj.weight)
+    mlp0.up_proj = lora
+    mlp1.down_proj.register_forward_hook(lambda *a: None)
+    with pytest.raises(ValueError) as err:
+        act24.convert(model)
+    assert "'up_proj' is LoRALinear, not a plain nn.Linear" in str(err.value)
+    assert "'down_proj' has forward hooks" in str(err.value)
+
+
+def test_options_are_checked_and_seeds_applied():
+    model = build("nemotron")
+    with pytest.raises(ValueError, match="dense_fraction must be in \\[0, 1\\]"):
+        act24.convert(model, dense_fraction=2.0)
+    with pytest.raises(TypeError, match="sparse must be a bool"):
+        act24.convert(model, sparse="no")
+    with pytest.raises(TypeError, match="perm_seed must be an int or None"):
+        act24.convert(model, perm_seed=1.5)
+    assert mlps(model)  # nothing was changed by the refused calls
+    act24.convert(model, perm_seed=10)
+    assert [model.model.layers[i].mlp.perm_seed for i in range(2)] == [10, 11]
+    lm = DecoderLM(ModelConfig(vocab_size=32, d_model=16, n_layers=2, n_heads=2, hidden=64, seq_len=16))
+    act24.convert(lm, perm_seed=5)
+    assert [f.perm_seed for f in lm.ffn_modules()] == [5, 6]

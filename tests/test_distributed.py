@@ -14,7 +14,7 @@ from act24.model import DecoderLM, ModelConfig
 def _torchrun(nproc, out, text_dir, *extra):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "act24",
            "train", "--data", str(text_dir), "--steps", "6", "--batch-size", "4", "--eval-interval", "3",
-           "--dense-warmup-steps", "3", "--device", "cpu", "--quiet", "--out", str(out), *extra]
+           "--dense-warmup-steps", "3", "--log-interval", "1", "--device", "cpu", "--quiet", "--out", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -34,8 +34,11 @@ def test_two_ranks_match_one_rank_and_resume(tmp_path, text_dir):
     one = _torchrun(1, tmp_path / "one", text_dir)
     two = _torchrun(2, tmp_path / "two", text_dir, "--activation-checkpointing")
     loss = lambda rows, key: [r[key] for r in rows if key in r]  # noqa: E731
-    assert loss(one, "loss") == pytest.approx(loss(two, "loss"), rel=1e-4)
-    assert loss(one, "val_loss") == pytest.approx(loss(two, "val_loss"), rel=1e-3)
+    dense = [r["loss"] for r in one if "loss" in r and not r["sparse"]]
+    assert len(dense) == 3 and dense == pytest.approx([r["loss"] for r in two if "loss" in r][:3], rel=1e-4)
+    # 2:4 steps: each rank groups its own tokens for the weight gradients, so only close
+    assert loss(one, "loss")[3:] == pytest.approx(loss(two, "loss")[3:], rel=1e-2)
+    assert loss(one, "val_loss") == pytest.approx(loss(two, "val_loss"), rel=1e-2)
     assert loss(two, "sparse")[-1] is True  # the sparse FFN ran after the warm-up
     ckpt = tmp_path / "two" / "checkpoint.dcp"
     assert json.loads((ckpt / "meta.json").read_text())["step"] == 6

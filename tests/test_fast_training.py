@@ -71,12 +71,14 @@ def test_fast_training_pads_odd_token_counts(fast_backend):
     ffn = act24.SquaredReLUFFN(64, 128, sparse=True, perm_seed=0, dtype=BF16)
     x, dy = torch.randn(100, 64, dtype=BF16), torch.randn(100, 64, dtype=BF16)
     y, dx, dw1, dw2 = _grads(ffn, x, dy)
-    # y and dx do not depend on the token grouping: they match the recipe on any token count
-    x2 = x.clone().requires_grad_()
-    ye, _, _ = ref.sparse_ffn(x2, ffn.w1.detach(), ffn.w2.detach(), ref.cached_token_permutation(100, 0, x.device), 7)
-    ye.backward(dy)
-    assert _rel(y, ye) < 1e-2 and _rel(dx, x2.grad) < 1e-2
-    assert torch.isfinite(dw1).all() and torch.isfinite(dw2).all() and dw1.abs().sum() > 0
+    # the fast path pads to 128 zero tokens and groups them by a permutation of 128: the recipe on
+    # the same padded input gives the same gradients
+    x2 = torch.nn.functional.pad(x, (0, 0, 0, 28)).requires_grad_()
+    w1, w2 = (p.detach().clone().requires_grad_() for p in (ffn.w1, ffn.w2))
+    ye, _, _ = ref.sparse_ffn(x2, w1, w2, ref.cached_token_permutation(128, 0, x.device), 7)
+    ye.backward(torch.nn.functional.pad(dy, (0, 0, 0, 28)))
+    assert _rel(y, ye[:100]) < 1e-2 and _rel(dx, x2.grad[:100]) < 1e-2
+    assert _rel(dw1, w1.grad) < 2e-2 and _rel(dw2, w2.grad) < 2e-2
 
 
 def test_fast_training_with_a_first_layer_bias_takes_the_recipe(fast_backend):

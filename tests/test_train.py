@@ -64,6 +64,23 @@ def _interrupt_at(trainer, step):
     trainer._train_step = step_then_interrupt
 
 
+def test_ctrl_c_inside_a_step_resumes_exactly(text_dir, tmp_path):
+    corpus = load_corpus(text_dir)
+    Trainer(SMALL, _cfg(9), corpus, tmp_path / "a", torch.device("cpu"), progress=False).run()
+    trainer = Trainer(SMALL, _cfg(9), corpus, tmp_path / "b", torch.device("cpu"), progress=False)
+
+    def interrupt(module, args):  # after the batch was drawn
+        if trainer.step == 5:
+            raise KeyboardInterrupt
+
+    handle = trainer.model.register_forward_pre_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    handle.remove()
+    Trainer(SMALL, _cfg(9), corpus, tmp_path / "b", torch.device("cpu"), resume=True, progress=False).run()
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")
+
+
 def test_ctrl_c_saves_a_checkpoint(text_dir, tmp_path):
     trainer = Trainer(SMALL, _cfg(10), load_corpus(text_dir), tmp_path / "r", torch.device("cpu"), progress=False)
     _interrupt_at(trainer, 2)

@@ -76,7 +76,8 @@ def agreement(model, ids) -> dict:
     for sparse in (False, True):
         set_sparse(model, sparse)
         logits = model(ids, use_cache=False, logits_to_keep=1).logits[0, -1].float()
-        greedy = model.generate(ids, max_new_tokens=NEW_TOKENS - 1, do_sample=False, pad_token_id=0)[0, ids.shape[1]:]
+        greedy = model.generate(ids, max_new_tokens=NEW_TOKENS - 1, min_new_tokens=NEW_TOKENS - 1, do_sample=False,
+                                pad_token_id=0)[0, ids.shape[1]:]
         out[sparse] = logits, greedy
     (ld, gd), (ls, gs) = out[False], out[True]
     return {

@@ -30,16 +30,21 @@ def _train(args, device, dist) -> int:
     main = dist is None or dist.is_main
     model_cfg = preset(args.preset or ("25m" if on_gpu else "tiny"), ffn=args.ffn, seq_len=args.seq_len)
     defaults = {"steps": 2000 if on_gpu else 300, "batch_size": 32 if on_gpu else 16}
-    train_cfg = TrainConfig(
-        steps=args.steps or defaults["steps"],
-        batch_size=args.batch_size or defaults["batch_size"],
-        lr=args.lr,
-        dense_warmup_steps=args.dense_warmup_steps,
-        eval_interval=args.eval_interval,
-        seed=args.seed,
-        compile=args.compile,
-        activation_checkpointing=args.activation_checkpointing,
-    )
+    try:
+        train_cfg = TrainConfig(
+            steps=defaults["steps"] if args.steps is None else args.steps,
+            batch_size=defaults["batch_size"] if args.batch_size is None else args.batch_size,
+            lr=args.lr,
+            dense_warmup_steps=args.dense_warmup_steps,
+            eval_interval=args.eval_interval,
+            log_interval=args.log_interval,
+            seed=args.seed,
+            compile=args.compile,
+            activation_checkpointing=args.activation_checkpointing,
+        )
+    except ValueError as e:
+        print(f"act24 train: {e}", file=sys.stderr)
+        return 2
     corpus = load_corpus(args.data)
     if main:
         print(f"data: {corpus.source}: {corpus.files} files, {corpus.train.numel():,} train / "
@@ -77,6 +82,7 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
     p.add_argument("--dense-warmup-steps", type=int, help="dense FFN steps before 2:4 (default: min(1000, steps/4))")
     p.add_argument("--eval-interval", type=int, default=100, help="steps between validations (default: 100)")
+    p.add_argument("--log-interval", type=int, default=10, help="steps between logged losses (default: 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--out", default="runs/act24", help="run folder: metrics.jsonl, loss.png, checkpoint.pt")

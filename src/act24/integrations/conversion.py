@@ -1,10 +1,11 @@
 """act24.convert: swap a model's Squared-ReLU MLPs for act24 modules in place, in one call.
 
 Recognised (by class name, so transformers is not imported): act24's own SquaredReLUFFN /
-SquaredReLUMLP and the non-gated MLPs of transformers' Nemotron, Nemotron-H, Arcee,
-Persimmon and NanoChat. The Linear layers are kept as they are, under their own names,
-so state-dict keys, biases and weight tying do not change. A recognised MLP whose
-activation is not Squared ReLU, and any gated MLP, is left alone and reported.
+SquaredReLUMLP and the non-gated MLPs of transformers' Nemotron, Nemotron-H (dense and
+shared-expert MLPs), Arcee, Persimmon and NanoChat. The Linear layers are kept as they are,
+under their own names, so state-dict keys, biases and weight tying do not change. A
+recognised MLP whose activation is not Squared ReLU or whose layers are not plain
+nn.Linear, any gated MLP and any mixture-of-experts block is left alone and reported.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..ffn import SquaredReLUFFNBase, SquaredReLUMLP
+from ..reference import dense_feature_count
 
 # class name -> (up projection, down projection, activation) attribute names
 KNOWN_MLPS: dict[str, tuple[str, str, str]] = {
@@ -27,6 +29,7 @@ KNOWN_MLPS: dict[str, tuple[str, str, str]] = {
 }
 GATE_ATTRIBUTES = ("gate_proj", "gate_up_proj", "gate_up", "w3", "gate")
 MLP_NAME_HINTS = ("mlp", "ffn", "feedforward", "glu")
+EXPERT_NAME_HINTS = ("expert", "moe")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,17 @@ def is_squared_relu(act: object) -> bool:
     return isinstance(out, torch.Tensor) and out.shape == probe.shape and torch.equal(out, probe.clamp(min=0) ** 2)
 
 
+def _linear_problem(name: str, layer: object) -> str | None:
+    """Why `layer` cannot be read as a plain weight (+ bias), or None."""
+    if type(layer) is not nn.Linear:  # subclasses (quantized, LoRA, ...) compute something else
+        return f"{name!r} is {type(layer).__name__}, not a plain nn.Linear"
+    if layer._forward_hooks or layer._forward_pre_hooks:
+        return f"{name!r} has forward hooks (offloading, adapters, probes) that the fused FFN would bypass"
+    if not layer.weight.is_floating_point() or layer.weight.is_meta:
+        return f"{name!r} has a {layer.weight.dtype} weight on {layer.weight.device}, not a materialised float weight"
+    return None
+
+
 def _classify(module: nn.Module) -> tuple[str, tuple[str, str] | None]:
     """("convert", (up, down)), ("act24", None), ("skip: <reason>", None) or ("", None) if not an MLP."""
     kind = type(module).__name__
@@ -77,8 +91,9 @@ def _classify(module: nn.Module) -> tuple[str, tuple[str, str] | None]:
     if kind in KNOWN_MLPS:
         up_name, down_name, act_name = KNOWN_MLPS[kind]
         up, down = getattr(module, up_name, None), getattr(module, down_name, None)
-        if not isinstance(up, nn.Linear) or not isinstance(down, nn.Linear):
-            return f"skip: expected nn.Linear layers {up_name!r} and {down_name!r}", None
+        problem = _linear_problem(up_name, up) or _linear_problem(down_name, down)
+        if problem:
+            return f"skip: {problem}", None
         act = getattr(module, act_name, None)
         if not is_squared_relu(act):
             return f"skip: activation {type(act).__name__} is not Squared ReLU (relu(x)**2)", None
@@ -89,6 +104,9 @@ def _classify(module: nn.Module) -> tuple[str, tuple[str, str] | None]:
         if extra:
             return f"skip: parameters outside the two Linear layers would be lost: {extra}", None
         return "convert", (up_name, down_name)
+    if any(h in kind.lower() for h in EXPERT_NAME_HINTS):
+        return ("skip: mixture-of-experts weights (fused per-expert tensors) are not converted; shared experts "
+                "and dense MLPs inside it are"), None
     if any(h in kind.lower() for h in MLP_NAME_HINTS):
         gates = [a for a in GATE_ATTRIBUTES if isinstance(getattr(module, a, None), nn.Module)]
         if gates or "glu" in kind.lower():
@@ -117,6 +135,12 @@ def convert(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, value in (("sparse", sparse), ("track_stats", track_stats)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {value!r}")
+    if perm_seed is not None and (isinstance(perm_seed, bool) or not isinstance(perm_seed, int)):
+        raise TypeError(f"perm_seed must be an int or None, got {perm_seed!r}")
+    dense_feature_count(4, dense_fraction)  # raises naming dense_fraction unless it is in [0, 1]
     report = ConversionReport()
     found = [(path, m) for path, m in model.named_modules() if path]
     converted_prefixes: list[str] = []
@@ -132,6 +156,8 @@ def convert(
         seed = None if perm_seed is None else perm_seed + len(report.converted)
         if verdict == "act24":
             module.sparse, module.dense_fraction, module.track_stats = sparse, dense_fraction, track_stats
+            if seed is not None:
+                module.perm_seed = seed
         elif verdict == "convert":
             up, down = (getattr(module, n) for n in names)
             new = SquaredReLUMLP(up, down, up_name=names[0], down_name=names[1], sparse=sparse,

@@ -206,8 +206,11 @@ def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
     if packed_a.shape != (T, H * 9 // 16):
         raise ValueError(f"packed_a must be the packed [T, H] = [{T}, {H}] operand, shape ({T}, {H * 9 // 16}), "
                          f"got {tuple(packed_a.shape)}")
-    if perm.dtype not in (torch.int32, torch.int64) or perm.shape != (T,):
-        raise ValueError(f"perm must be an int32/int64 permutation of shape ({T},), got {perm.dtype} {tuple(perm.shape)}")
+    if perm.dtype not in (torch.int32, torch.int64) or perm.shape != (T,) or perm.stride(0) != 1:
+        raise ValueError(f"perm must be a contiguous int32/int64 permutation of shape ({T},), got {perm.dtype} "
+                         f"{tuple(perm.shape)} with stride {perm.stride()}")
+    if dense_features.numel() > H:
+        raise ValueError(f"dense_features names {dense_features.numel()} features but there are only H={H}")
     if dense_features.dtype not in (torch.int32, torch.int64) or dense_features.ndim != 1:
         raise ValueError(f"dense_features must be a 1-D integer tensor, got {dense_features.dtype} "
                          f"{tuple(dense_features.shape)}")
@@ -221,8 +224,9 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
     """The backward's 2:4 operands from the forward's packed activation and dy2 = dy3 @ W2.
 
     packed_a: [T, H*9/16], from `sparsify_pack`; dy2: [T, H] (same dtype); perm: the token
-    grouping (a permutation of range(T), not checked here: the caller builds it);
-    dense_features: distinct feature indices that get exact (dense) weight gradients.
+    grouping (a permutation of range(T)); dense_features: distinct feature indices in [0, H)
+    that get exact (dense) weight gradients. Neither is checked element by element (that would
+    sync with the host every step): the training op builds both.
     """
     check_backward_inputs(packed_a, dy2, perm, dense_features)
     T, H = dy2.shape

@@ -1,7 +1,7 @@
 """Device helpers shared by the packing kernels: the 2-of-4 selection and 16-bit rounding.
 
 Selection policy (the reference's, see reference/selection.py): the 2 largest magnitudes
-win, NaN above every number, equal non-zeros keep the lower index. Among zeros the higher
+win, NaN ranks like ±Inf (above every finite number), equal non-zeros keep the lower index. Among zeros the higher
 index wins, so groups with fewer than 2 non-zeros name the positions cuSPARSELt's own
 compressor does (the values there are zero either way).
 """
@@ -41,7 +41,7 @@ def from_bits16(word, DTYPE: tl.constexpr):
 
 @triton.jit
 def rank_key(e):
-    """|e|, with NaN above every number."""
+    """|e|, with NaN ranked like Inf."""
     return tl.where(e != e, float("inf"), tl.abs(e))
 
 

@@ -1,8 +1,8 @@
 """2:4 selection masks: token-wise (forward) and feature-wise (weight gradients).
 
 Policy, shared by every kernel: in each group of 4 keep the 2 largest magnitudes;
-equal magnitudes keep the lower index; NaN counts as larger than any number
-(so it is kept and propagates instead of being silently dropped).
+equal magnitudes keep the lower index; NaN ranks like ±Inf, larger than any finite number
+(ties keep the lower index): it is kept and propagates instead of being silently dropped.
 Every group keeps exactly 2 positions, even when fewer than 2 values are non-zero.
 """
 

@@ -51,11 +51,20 @@ def save_sharded(path: pathlib.Path, model, optimizer, tensors: dict, meta: dict
     barrier()
     if is_main:
         (tmp / "meta.json").write_text(json.dumps(meta))
+        shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below
         if path.exists():
             os.replace(path, old)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # a crash before this leaves `old`, which `find_sharded` falls back to
         shutil.rmtree(old, ignore_errors=True)
     barrier()
+
+
+def find_sharded(path: pathlib.Path) -> pathlib.Path | None:
+    """The complete sharded checkpoint at `path`, or the previous one if a save died mid-rename."""
+    for candidate in (path, path.with_name(path.name + ".old")):
+        if (candidate / "meta.json").exists():
+            return candidate
+    return None
 
 
 def read_sharded_meta(path: pathlib.Path, model_config: dict) -> dict:

@@ -1,9 +1,11 @@
 """Data-parallel training under torchrun: FSDP2 (`fully_shard`) per block, bf16 mixed precision.
 
 Every rank draws the same global batch and trains on its slice of it, so a run on N GPUs
-follows the same trajectory as one GPU with the same global batch (up to reduction order).
-The FFN's token permutation and feature split stay rank-local: each rank groups and counts
-only its own tokens, which needs no communication.
+sees the data of one GPU with the same global batch. Dense training then follows the same
+trajectory up to reduction order. With 2:4 on, the FFN's token grouping and dense-feature
+split stay rank-local (each rank groups and counts only its own tokens, with no
+communication), so the weight gradients' 2:4 approximation differs from one GPU's and the
+runs agree statistically, not step for step.
 """
 
 from __future__ import annotations

@@ -40,7 +40,12 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be positive, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr (--lr) must be positive, got {self.lr}")
+        for name in ("dense_warmup_steps", "lr_warmup_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 0, got {getattr(self, name)}")
 
     @property
     def resolved_dense_warmup(self) -> int:
@@ -64,6 +69,8 @@ class Trainer:
         if dist is not None and cfg.batch_size % dist.world_size:
             raise ValueError(f"batch size {cfg.batch_size} (global) must be a multiple of the {dist.world_size} ranks")
         ckpt_path = self.out_dir / (checkpoint.NAME if dist is None else checkpoint.SHARDED_NAME)
+        if dist is not None:
+            ckpt_path = checkpoint.find_sharded(ckpt_path) or ckpt_path
         if ckpt_path.exists() and not resume:
             raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
         if resume and not ckpt_path.exists():
@@ -95,6 +102,7 @@ class Trainer:
         self.corpus = corpus
         self.step = 0
         self.tokens_seen = 0
+        self._rng_at_step_start: torch.Tensor | None = None
         if state is not None:
             if dist is None:
                 self.model.load_state_dict(state["model"])
@@ -175,6 +183,7 @@ class Trainer:
         lr = learning_rate(self.step, peak=self.cfg.lr, warmup=self.cfg.resolved_lr_warmup, total=self.cfg.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self._rng_at_step_start = self.train_batches.generator.get_state()
         x, y = self._local(*self.train_batches.sample(self.device))
         with torch.autocast(**self.autocast):
             _, loss = self.model(x, y)
@@ -183,6 +192,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self._rng_at_step_start = None  # the step is complete
         self.tokens_seen += x.numel() * (1 if self.dist is None else self.dist.world_size)
         stats = [f.last_stats for f in ffns] if track_stats else []  # this rank's tokens
         return self._mean(loss.item()) if track_stats else float("nan"), stats, lr, sparse_now
@@ -226,6 +236,8 @@ class Trainer:
                     self.save_checkpoint()
                 bar.update(1)
         except KeyboardInterrupt:
+            if self._rng_at_step_start is not None:  # interrupted inside a step: it will be redone
+                self.train_batches.generator.set_state(self._rng_at_step_start)
             path = self.save_checkpoint()
             if self.is_main:
                 bar.write(f"interrupted at step {self.step}: saved {path}; continue with --resume")
