@@ -52,3 +52,13 @@ def relu2_inputs(rows: int, cols: int, dtype, seed: int = 0) -> torch.Tensor:
     shifted = torch.randn(rows, cols, generator=g) - 1.3
     pick = torch.rand(rows, 1, generator=g) < 0.3
     return torch.where(pick, shifted, y).to(dtype)
+
+
+@pytest.fixture
+def text_dir(tmp_path):
+    """A small text corpus: 25 documents of ~4.5 kB (one in 20 goes to validation)."""
+    d = tmp_path / "text"
+    d.mkdir()
+    for i in range(25):
+        (d / f"doc{i}.txt").write_text(f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * 100)
+    return d

@@ -21,15 +21,6 @@ def _torchrun(nproc, out, text_dir, *extra):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture
-def text_dir(tmp_path):
-    d = tmp_path / "text"
-    d.mkdir()
-    for i in range(25):
-        (d / f"doc{i}.txt").write_text(f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * 100)
-    return d
-
-
 def test_two_ranks_match_one_rank_and_resume(tmp_path, text_dir):
     one = _torchrun(1, tmp_path / "one", text_dir)
     two = _torchrun(2, tmp_path / "two", text_dir, "--activation-checkpointing")

@@ -11,15 +11,6 @@ from act24.train import TrainConfig, Trainer, load_corpus
 SMALL = ModelConfig(d_model=32, n_layers=2, n_heads=2, seq_len=32, hidden=64)
 
 
-@pytest.fixture
-def text_dir(tmp_path):
-    d = tmp_path / "text"
-    d.mkdir()
-    for i in range(25):
-        (d / f"doc{i}.txt").write_text(f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * 20)
-    return d
-
-
 def _losses(out: pathlib.Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
