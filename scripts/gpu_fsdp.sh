@@ -8,7 +8,8 @@ steps=${3:-300}
 mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 args=(-m act24 train --preset 25m --steps "$steps" --batch-size 32 --dense-warmup-steps $((steps / 3)) --quiet)
-torchrun --standalone --nproc_per_node 1 "${args[@]}" --out "$out/gpus1" > "$out/gpus1.log" 2>&1
-torchrun --standalone --nproc_per_node "$n" "${args[@]}" --out "$out/gpus$n" > "$out/gpus$n.log" 2>&1
+work=$(mktemp -d)  # run folders (sharded checkpoints) stay here: only results go to OUTDIR
+torchrun --standalone --nproc_per_node 1 "${args[@]}" --out "$work/gpus1" > "$out/gpus1.log" 2>&1
+torchrun --standalone --nproc_per_node "$n" "${args[@]}" --out "$work/gpus$n" > "$out/gpus$n.log" 2>&1
 tail -n 3 "$out/gpus1.log" "$out/gpus$n.log"
-python3 scripts/fsdp_compare.py "$out" "$out/gpus1" "$out/gpus$n" "$n"
+python3 scripts/fsdp_compare.py "$out" "$work/gpus1" "$work/gpus$n" "$n"

@@ -2,13 +2,17 @@
 # One call on a 2-GPU machine: GPU 0 runs the tests and the FFN/prefill benchmarks while GPU 1 runs
 # the loss-parity trainings and the ~1B throughput measurement.
 # Usage: ACT24_COMMIT=<sha> scripts/gpu_session.sh OUTDIR   (the copy on the GPU machine has no .git)
+# Budget: ~12 min on an H200 pair; the first use of the backward kernel compiles for ~1.5 min per
+# (dtype, launch configuration), so the GPU tests alone take several minutes on a fresh machine.
 set -uo pipefail
 out=${1:?usage: $0 OUTDIR}
 mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1
+work=$(mktemp -d)  # run folders (checkpoints, metrics) stay here: only results go to OUTDIR
 (
   export CUDA_VISIBLE_DEVICES=1
-  python3 scripts/loss_parity.py "$out/parity" > "$out/parity.log" 2>&1
+  python3 scripts/loss_parity.py "$work/parity" > "$out/parity.log" 2>&1
+  cp "$work/parity/loss_parity.json" "$work/parity/loss_parity.png" "$out/"
   python3 scripts/train_throughput.py "$out" > "$out/throughput.log" 2>&1
 ) &
 export CUDA_VISIBLE_DEVICES=0
