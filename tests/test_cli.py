@@ -38,3 +38,8 @@ def test_train_rejects_bad_settings_with_the_flag_name(tmp_path, capsys):
     assert main(["train", "--lr", "-1", "--out", str(tmp_path / "r")]) == 2
     assert "--lr" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_train_names_missing_data(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err

@@ -142,3 +142,31 @@ def test_cli_train(text_dir, tmp_path, capsys):
     assert '"step": 4' in capsys.readouterr().out
     assert main(args) == 2  # would overwrite: refused
     assert "--resume" in capsys.readouterr().err
+
+
+def test_hugging_face_dataset_through_a_stand_in_module(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    def load_dataset(name, config, split, streaming):
+        calls.append((name, config, split, streaming))
+        if name == "offline":
+            raise ConnectionError("no network")
+        if name == "no-text":
+            return iter([{"content": "x"}])
+        return iter({"text": f"record {i}: " + "some words here. " * 20} for i in range(60))
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    corpus = load_corpus("hf:tiny:cfg")
+    assert calls == [("tiny", "cfg", "train", True)]
+    assert corpus.files == 60 and corpus.val.numel() > 0 and corpus.train.numel() > 10 * corpus.val.numel()
+    assert "Hugging Face dataset tiny (cfg)" in corpus.source
+    with pytest.raises(ValueError, match="could not load the dataset: ConnectionError"):
+        load_corpus("hf:offline")
+    with pytest.raises(ValueError, match='record 0 has no "text" string'):
+        load_corpus("hf:no-text")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
+    with pytest.raises(ValueError, match="needs the `datasets` package"):
+        load_corpus("hf:tiny")

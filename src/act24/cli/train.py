@@ -45,7 +45,11 @@ def _train(args, device, dist) -> int:
     except ValueError as e:
         print(f"act24 train: {e}", file=sys.stderr)
         return 2
-    corpus = load_corpus(args.data)
+    try:
+        corpus = load_corpus(args.data)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"act24 train: {e}", file=sys.stderr)
+        return 2
     if main:
         print(f"data: {corpus.source}: {corpus.files} files, {corpus.train.numel():,} train / "
           f"{corpus.val.numel():,} validation bytes")
@@ -75,7 +79,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a decoder LM (default: the Python standard library as data)")
     p.add_argument("--preset", choices=["tiny", "25m", "125m", "1b"], help="model size (default: tiny on CPU, 25m on GPU)")
     p.add_argument("--ffn", choices=["relu2-sparse", "relu2", "swiglu"], help="FFN kind (default: relu2-sparse)")
-    p.add_argument("--data", help="a text/jsonl file or folder (default: the Python standard library source)")
+    p.add_argument("--data", help="a text/jsonl file or folder, or hf:NAME[:CONFIG] for a Hugging Face dataset "
+                                  "(default: the Python standard library source)")
     p.add_argument("--steps", type=int, help="optimizer steps (default: 300 on CPU, 2000 on GPU)")
     p.add_argument("--batch-size", type=int, help="sequences per step (default: 16 on CPU, 32 on GPU)")
     p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the preset's)")

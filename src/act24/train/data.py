@@ -1,7 +1,8 @@
-"""Training text: the Python standard library by default (on every machine), or files you name.
+"""Training text: the Python standard library by default (on every machine), files you name,
+or a Hugging Face dataset (`hf:NAME[:CONFIG]`, when `datasets` is installed and reachable).
 
 Tokens are bytes (vocabulary 256): no tokenizer to train, download or cache. Documents are
-split into train/validation by file, so no file contributes to both.
+split into train/validation by file (by record for datasets), so none contributes to both.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".jsonl", ".json", ".c", ".h", ".html", ".tex", ".csv"}
 SEPARATOR = b"\n\n"
+HF_PREFIX = "hf:"
+HF_MAX_BYTES = 2**30  # datasets are streamed: the first GiB of text is plenty for byte-level models
 
 
 @dataclass(frozen=True)
@@ -26,9 +29,9 @@ class Corpus:
     files: int
 
 
-def _is_validation(path: pathlib.Path, root: pathlib.Path) -> bool:
-    # a stable 1-in-20 choice by file name, independent of the machine's file order
-    return zlib.crc32(str(path.relative_to(root)).encode()) % 20 == 0
+def _is_validation(key: str) -> bool:
+    # a stable 1-in-20 choice by name, independent of the machine's file order
+    return zlib.crc32(key.encode()) % 20 == 0
 
 
 def _read_document(path: pathlib.Path) -> bytes:
@@ -55,8 +58,33 @@ def _files(root: pathlib.Path) -> list[pathlib.Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
 
 
-def load_corpus(path: str | pathlib.Path | None = None) -> Corpus:
-    """Text from `path` (a file or a folder of text/jsonl files), or the standard library's source."""
+def _hf_documents(spec: str, max_bytes: int = HF_MAX_BYTES) -> tuple[list[tuple[str, bytes]], str]:
+    """(record index, text) of the train split of `hf:NAME[:CONFIG]`, streamed up to max_bytes."""
+    name, _, config = spec[len(HF_PREFIX):].partition(":")
+    if not name:
+        raise ValueError(f"--data {spec}: name a dataset, e.g. hf:wikitext:wikitext-103-raw-v1")
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError(f"--data {spec}: needs the `datasets` package (pip install datasets)") from None
+    try:
+        records = datasets.load_dataset(name, config or None, split="train", streaming=True)
+    except Exception as e:  # offline, unknown name, ...: say which and why
+        raise ValueError(f"--data {spec}: could not load the dataset: {type(e).__name__}: {e}") from None
+    docs, total = [], 0
+    for i, record in enumerate(records):
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise ValueError(f'--data {spec}: record {i} has no "text" string (columns: {sorted(record)})')
+        if text:
+            docs.append((str(i), text.encode()))
+            total += len(docs[-1][1])
+        if total >= max_bytes:
+            break
+    return docs, f"Hugging Face dataset {name}" + (f" ({config})" if config else "")
+
+
+def _file_documents(path: str | pathlib.Path | None) -> tuple[list[tuple[str, bytes]], str]:
     if path is None:
         root = pathlib.Path(sysconfig.get_paths()["stdlib"])
         files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts)
@@ -69,19 +97,28 @@ def load_corpus(path: str | pathlib.Path | None = None) -> Corpus:
         source = str(root)
     if not files:
         raise ValueError(f"--data {source}: no text files found (looked for {', '.join(sorted(TEXT_SUFFIXES))})")
+    return [(str(f.relative_to(root)) if f != root else f.name, _read_document(f)) for f in files], source
+
+
+def load_corpus(path: str | pathlib.Path | None = None) -> Corpus:
+    """Text from `path` (a file or a folder of text/jsonl files, or hf:NAME[:CONFIG]), or the
+    standard library's source."""
+    if isinstance(path, str) and path.startswith(HF_PREFIX):
+        docs, source = _hf_documents(path)
+    else:
+        docs, source = _file_documents(path)
     train, val = [], []
-    for f in files:
-        doc = _read_document(f)
+    for key, doc in docs:
         if doc:
-            (val if len(files) > 1 and _is_validation(f, root) else train).append(doc)
+            (val if len(docs) > 1 and _is_validation(key) else train).append(doc)
     if not train:
-        raise ValueError(f"--data {source}: the files are empty")
-    if not val:  # one file, or no file hashed into validation: hold out the last 5% of the text
+        raise ValueError(f"--data {source}: the documents are empty")
+    if not val:  # one document, or none hashed into validation: hold out the last 5% of the text
         text = SEPARATOR.join(train)
         cut = int(len(text) * 0.95)
         train, val = [text[:cut]], [text[cut:]]
     as_tensor = lambda docs: torch.frombuffer(bytearray(SEPARATOR.join(docs)), dtype=torch.uint8)  # noqa: E731
-    return Corpus(as_tensor(train), as_tensor(val), source, len(files))
+    return Corpus(as_tensor(train), as_tensor(val), source, len(docs))
 
 
 class BatchSampler:
