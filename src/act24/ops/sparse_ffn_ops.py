@@ -1,4 +1,9 @@
-"""Custom ops of the sparse FFN forward: pack the activation, multiply by the packed operand."""
+"""Custom ops of the sparse FFN forward: pack the activation, multiply by the packed operand.
+
+Autograd: the packed operand is bit-packed values and metadata, so it takes no gradient
+(sparsify_pack's backward raises, naming the module to train with); sparse_mm's gradient
+for its dense operand is the decoded operand's transpose times the output gradient.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import torch
 
 from ..gemm import cusparselt
 from ..kernels import sparsify_pack as _pack
+from ..reference.cusparselt_layout import unpack_dense
 
 
 @torch.library.custom_op("act24::sparsify_pack", mutates_args=())
@@ -31,3 +37,26 @@ def sparse_mm(packed: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:
 @sparse_mm.register_fake
 def _(packed, b, rows):
     return b.new_empty(rows, b.shape[1])
+
+
+def _packed_has_no_gradient(ctx, *grads):
+    raise RuntimeError("act24::sparsify_pack returns a bit-packed operand, which has no gradient: train with "
+                       "act24.SquaredReLUFFN (its sparse mode has a fused backward)")
+
+
+sparsify_pack.register_autograd(_packed_has_no_gradient, setup_context=lambda ctx, inputs, output: None)
+
+
+def _sparse_mm_setup(ctx, inputs, output):
+    packed, b, rows = inputs
+    ctx.save_for_backward(packed)
+    ctx.rows, ctx.k = rows, b.shape[0]
+
+
+def _sparse_mm_backward(ctx, grad):
+    (packed,) = ctx.saved_tensors
+    a = unpack_dense(packed, ctx.rows, ctx.k)  # [rows, K]: not a fast path, a correct one
+    return None, a.t() @ grad, None
+
+
+sparse_mm.register_autograd(_sparse_mm_backward, setup_context=_sparse_mm_setup)

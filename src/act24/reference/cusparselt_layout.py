@@ -46,7 +46,7 @@ window (and the next one) come out shifted / dropped.
 
 import torch
 
-__all__ = ["to_cusparselt_layout", "from_cusparselt_layout", "compress_reference", "buffer_shape"]
+__all__ = ["to_cusparselt_layout", "from_cusparselt_layout", "compress_reference", "buffer_shape", "unpack_dense"]
 
 # Metadata nibbles [Mp, K/4] viewed as (block-row, s, h, i, block-col, j, q);
 # storage order is (block-row, block-col, s, i, q, j, h).
@@ -112,3 +112,11 @@ def compress_reference(dense):
     sel = key.topk(2, dim=-1, largest=False).indices.sort(-1).values
     values = groups.gather(2, sel).reshape(M, K // 2)
     return to_cusparselt_layout(values, sel.reshape(M, K // 2))
+
+
+def unpack_dense(buffer, M, K):
+    """The dense [M, K] matrix a packed buffer holds (zeros where the 2:4 pattern has none)."""
+    values, indices = from_cusparselt_layout(buffer, M, K)
+    dense = torch.zeros(M, K // 4, 4, dtype=values.dtype, device=values.device)
+    dense.scatter_(2, indices.long().reshape(M, K // 4, 2), values.reshape(M, K // 4, 2))
+    return dense.reshape(M, K)
