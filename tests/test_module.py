@@ -96,3 +96,18 @@ def test_module_bad_input():
         ffn(torch.randn(4, 8, dtype=torch.float64))
     with pytest.raises(ValueError, match="is on meta"):
         ffn.to("meta")(torch.randn(4, 8))
+
+
+def test_dense_warmup_switches_every_ffn_at_its_step():
+    from act24.model import DecoderLM, ModelConfig
+
+    lm = DecoderLM(ModelConfig(vocab_size=32, d_model=16, n_layers=3, n_heads=2, hidden=64, seq_len=16))
+    warmup = act24.DenseWarmup(lm, dense_steps=2)
+    assert [warmup.update(s) for s in range(4)] == [False, False, True, True]
+    assert all(f.sparse for f in lm.ffn_modules())
+    assert warmup.update(0) is False and not any(f.sparse for f in lm.ffn_modules())  # a resumed run rewinds too
+    with pytest.raises(ValueError, match="dense_steps must be an int >= 0"):
+        act24.DenseWarmup(lm, dense_steps=-1)
+    with pytest.raises(ValueError, match="no act24 FFN"):
+        act24.DenseWarmup(torch.nn.Linear(2, 2))
+    assert act24.set_sparse(lm, True) == 3

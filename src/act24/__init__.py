@@ -1,8 +1,17 @@
 """act24: 2:4 activation sparsity for Squared-ReLU transformer FFNs."""
 
 from . import reference
-from .ffn import SquaredReLUFFN, SquaredReLUMLP
+from .ffn import DenseWarmup, SquaredReLUFFN, SquaredReLUMLP, set_sparse
 from .integrations import ConversionReport, convert
 
 __version__ = "0.1.0"
-__all__ = ["ConversionReport", "SquaredReLUFFN", "SquaredReLUMLP", "convert", "reference", "__version__"]
+__all__ = [
+    "ConversionReport",
+    "DenseWarmup",
+    "SquaredReLUFFN",
+    "SquaredReLUMLP",
+    "convert",
+    "reference",
+    "set_sparse",
+    "__version__",
+]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 import act24
-from act24.ffn import SquaredReLUFFNBase
+from act24.ffn import SquaredReLUFFNBase, set_sparse
 
 from .common import median_ms, wall_median_ms
 
@@ -43,12 +43,6 @@ def build_model(config: str, device: torch.device, dtype: torch.dtype):
     model = model.to(dtype).eval()
     report = act24.convert(model, sparse=True)
     return model, report
-
-
-def set_sparse(model: torch.nn.Module, sparse: bool) -> None:
-    for m in model.modules():
-        if isinstance(m, SquaredReLUFFNBase):
-            m.sparse = sparse
 
 
 def mlp_stats(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:

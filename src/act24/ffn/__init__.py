@@ -3,5 +3,6 @@
 from .backend import Backend, backend_for
 from .mlp import SquaredReLUMLP
 from .module import SquaredReLUFFN, SquaredReLUFFNBase
+from .warmup import DenseWarmup, set_sparse
 
-__all__ = ["Backend", "SquaredReLUFFN", "SquaredReLUFFNBase", "SquaredReLUMLP", "backend_for"]
+__all__ = ["Backend", "DenseWarmup", "SquaredReLUFFN", "SquaredReLUFFNBase", "SquaredReLUMLP", "backend_for", "set_sparse"]

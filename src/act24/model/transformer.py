@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..ffn import SquaredReLUFFN
+from ..ffn import SquaredReLUFFN, set_sparse
 from .config import ModelConfig
 
 
@@ -96,8 +96,7 @@ class DecoderLM(nn.Module):
         return [b.ffn for b in self.blocks if isinstance(b.ffn, SquaredReLUFFN)]
 
     def set_sparse(self, sparse: bool) -> None:
-        for ffn in self.ffn_modules():
-            ffn.sparse = sparse
+        set_sparse(self, sparse)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

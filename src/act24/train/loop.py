@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..ffn import DenseWarmup
 from ..ffn.dispatch import sparse_threshold_override
 from ..model import DecoderLM, ModelConfig
 from . import checkpoint, distributed, plots
@@ -116,6 +117,7 @@ class Trainer:
             if self.is_main:
                 self._truncate_metrics(self.step)
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        self.warmup = DenseWarmup(self.model, cfg.resolved_dense_warmup) if model_cfg.ffn == "relu2-sparse" else None
 
     # -- pieces -------------------------------------------------------------------------
     def _truncate_metrics(self, step: int) -> None:
@@ -175,8 +177,7 @@ class Trainer:
         return value if self.dist is None else distributed.mean_over_ranks(value, self.device)
 
     def _train_step(self, track_stats: bool) -> tuple[float, list, float, bool]:
-        sparse_now = self.model_cfg.ffn == "relu2-sparse" and self.step >= self.cfg.resolved_dense_warmup
-        self.model.set_sparse(sparse_now)
+        sparse_now = self.warmup.update(self.step) if self.warmup is not None else False
         ffns = self.model.ffn_modules()
         for f in ffns:
             f.track_stats = track_stats
