@@ -69,3 +69,21 @@ def test_float32_training_on_a_supported_gpu_runs_the_recipe(monkeypatch):
     expected, _, _ = act24.reference.sparse_ffn(x, ffn.w1, ffn.w2, perm, act24.reference.dense_feature_count(64, 0.05))
     assert torch.equal(y, expected)
     assert not torch.equal(y, torch.relu(x @ ffn.w1.t()) ** 2 @ ffn.w2.t())  # 2:4 dropped something
+
+
+def test_threshold_zero_keeps_2_4_where_the_kernels_cannot_run(monkeypatch):
+    # inference on a supported GPU with a shape the kernels reject: dense normally, the recipe when
+    # the caller asks for 2:4 everywhere (the trainer's evaluation does)
+    fast = B.Backend("cusparselt", "test")
+    monkeypatch.setattr("act24.ffn.backend.backend_for", lambda device, dtype=torch.bfloat16: fast)
+    monkeypatch.setattr(B, "_warned", set())
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(20, 64, sparse=True, perm_seed=1)  # d=20: not a multiple of 16
+    x = torch.randn(8, 20)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="d=20 is not a multiple of 16"):
+        dense = ffn(x)
+    torch.testing.assert_close(dense, torch.relu(x @ ffn.w1.t()) ** 2 @ ffn.w2.t())
+    with torch.no_grad(), dispatch.sparse_threshold_override(0):
+        y = ffn(x)
+    perm = ffn.token_permutation(8, x.device)
+    assert torch.equal(y, act24.reference.sparse_ffn(x, ffn.w1, ffn.w2, perm, ffn.num_dense_features)[0])

@@ -99,9 +99,13 @@ def warn_fallback_once(reason: str) -> None:
 
 
 @torch.compiler.assume_constant_result  # resolved once at trace time: no graph break under torch.compile
-def sparse_path(device: torch.device, dtype: torch.dtype, training: bool, d: int, hidden: int) -> str:
+def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, hidden: int) -> str:
     """How a sparse-mode FFN runs here: "recipe" (the plain-PyTorch recipe), "fast" (the sm90
-    kernels) or "dense" (after one warning saying why)."""
+    kernels) or "dense" (after one warning saying why).
+
+    exact: keep the 2:4 semantics where the fast kernels cannot run (training; evaluation with
+    the dispatch threshold at 0) instead of falling back to the dense FFN.
+    """
     backend = backend_for(device, dtype)
     if backend.name == "reference":
         return "recipe"
@@ -111,10 +115,14 @@ def sparse_path(device: torch.device, dtype: torch.dtype, training: bool, d: int
         problem = fast_forward.supports(d, hidden)
         if problem is None:
             return "fast"
-        if training:
+        if exact:
             return "recipe"  # the 2:4 semantics hold for any shape; only the speed-up needs the kernels
         warn_fallback_once(problem)
         return "dense"
+    if exact and backend_for(device).name == "cusparselt":
+        return "recipe"  # e.g. float32 training on a supported GPU: the recipe, not silently dense
+    warn_fallback_once(backend.reason)
+    return "dense"
     if training and backend_for(device).name == "cusparselt":
         return "recipe"  # e.g. float32 training on a supported GPU: the recipe, not silently dense
     warn_fallback_once(backend.reason)

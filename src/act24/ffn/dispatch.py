@@ -16,7 +16,8 @@ _threshold = 2**37
 
 
 def set_sparse_threshold(tokens_x_d_x_hidden: int) -> None:
-    """Run sparse when tokens*d*hidden >= this (0: always sparse)."""
+    """Run sparse when tokens*d*hidden >= this. 0: always 2:4 — where the fast kernels cannot run
+    (shapes they reject, fp32 on a supported GPU) the plain-PyTorch recipe runs instead of the dense FFN."""
     global _threshold
     if tokens_x_d_x_hidden < 0:
         raise ValueError(f"tokens_x_d_x_hidden must be >= 0, got {tokens_x_d_x_hidden}")
