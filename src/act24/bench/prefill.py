@@ -10,6 +10,8 @@ and greedy-token agreement.
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 import act24
@@ -57,11 +59,19 @@ def mlp_stats(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:
     return (sum(s.activation_sparsity for s in stats) / len(stats), sum(s.dropped_fraction for s in stats) / len(stats))
 
 
-def decode_tokens_per_s(model, ids) -> float:
+def decode_tokens_per_s(model, ids, rounds: int = 5) -> dict[str, float]:
+    """Decode speed of both modes, measured in alternating rounds so that clock and host drift
+    fall on both alike: (generate NEW_TOKENS - generate 1) / (NEW_TOKENS - 1), median per mode."""
     def generate(n):
         return lambda: model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
 
-    return (NEW_TOKENS - 1) / ((wall_median_ms(generate(NEW_TOKENS), reps=3) - wall_median_ms(generate(1), reps=3)) / 1e3)
+    samples: dict[str, list[float]] = {"dense": [], "sparse": []}
+    for _ in range(rounds):
+        for mode in samples:
+            set_sparse(model, mode == "sparse")
+            extra_ms = wall_median_ms(generate(NEW_TOKENS), reps=1) - wall_median_ms(generate(1), reps=1)
+            samples[mode].append((NEW_TOKENS - 1) / (extra_ms / 1e3))
+    return {mode: statistics.median(v) for mode, v in samples.items()}
 
 
 def agreement(model, ids) -> dict:
@@ -97,7 +107,8 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
             for mode in ("dense", "sparse"):
                 set_sparse(model, mode == "sparse")
                 row[f"{mode}_ms"] = median_ms(lambda: model(ids, use_cache=False, logits_to_keep=1))
-                row[f"decode_{mode}_tok_s"] = decode_tokens_per_s(model, ids)
+            decode = decode_tokens_per_s(model, ids, rounds=5 if dev.type == "cuda" else 1)
+            row["decode_dense_tok_s"], row["decode_sparse_tok_s"] = decode["dense"], decode["sparse"]
             row["speedup"] = row["dense_ms"] / row["sparse_ms"]
             set_sparse(model, True)
             row["act_sparsity"], row["dropped_fraction"] = mlp_stats(model, ids)

@@ -123,7 +123,3 @@ def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, h
         return "recipe"  # e.g. float32 training on a supported GPU: the recipe, not silently dense
     warn_fallback_once(backend.reason)
     return "dense"
-    if training and backend_for(device).name == "cusparselt":
-        return "recipe"  # e.g. float32 training on a supported GPU: the recipe, not silently dense
-    warn_fallback_once(backend.reason)
-    return "dense"
