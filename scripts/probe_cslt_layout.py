@@ -124,6 +124,13 @@ def compress(A16, dtype):
 
 
 # ----------------------------------------------------------------------------- maps
+def invert(ids, where, n):
+    """inv[ids[where]] = where for n ids, and whether every id appears exactly once."""
+    inv = torch.full((n,), -1, dtype=torch.int64, device=DEV)
+    inv[ids[where].long()] = where
+    return inv, bool((torch.bincount(ids[where].long(), minlength=n) == 1).all())
+
+
 def probe_maps(M, K, seed=0, keep_raw=False, check_fp16=True):
     t0 = time.time()
     bf16 = torch.bfloat16
@@ -144,10 +151,7 @@ def probe_maps(M, K, seed=0, keep_raw=False, check_fp16=True):
     kk = nlo | (nhi << 15)
     valid = vlo & vhi & (kk < NV)
     slots = valid.nonzero().squeeze(1)
-    vinv = torch.full((NV,), -1, dtype=torch.int64, device=DEV)
-    vinv[kk[slots].long()] = slots
-    cnt = torch.bincount(kk[slots].long(), minlength=NV)
-    res["vmap_bijective"] = bool((cnt == 1).all())
+    vinv, res["vmap_bijective"] = invert(kk, slots, NV)
     res["vmap_nvalid"] = int(slots.numel())
     # same ids under another pattern -> do the value slots depend on the pattern?
     r2, _ = compress(dense_from(lo, const_pattern(M, K, (1, 3)), M, K), bf16)
@@ -177,10 +181,7 @@ def probe_maps(M, K, seed=0, keep_raw=False, check_fp16=True):
         gid |= (nb == n1).to(torch.int32) << b
     ok &= gid < G
     pos = ok.nonzero().squeeze(1)
-    ginv = torch.full((G,), -1, dtype=torch.int64, device=DEV)
-    ginv[gid[pos].long()] = pos
-    cntg = torch.bincount(gid[pos].long(), minlength=G)
-    res["gmap_bijective"] = bool((cntg == 1).all())
+    ginv, res["gmap_bijective"] = invert(gid, pos, G)
     res["gmap_nvalid"] = int(pos.numel())
     pairs = torch.stack([n0[pos], n1[pos]], 1)
     res["meta_nibble_pairs"] = torch.unique(pairs, dim=0).cpu()  # expect [[4, 14]]
@@ -221,6 +222,17 @@ def summary(r):
 
 
 # ----------------------------------------------------------------------------- special probes
+def logged_probe(tag, M, K, **kw):
+    """probe_maps with its summary (or its failure) in the log; None if it failed."""
+    try:
+        r = probe_maps(M, K, **kw)
+    except Exception:
+        log(tag + " FAIL", M, K, traceback.format_exc())
+        return None
+    log(tag, summary(r))
+    return r
+
+
 def special_probe(M, K, seed=1):
     """Groups with 0..4 non-zeros: mask per group uniformly in 0..15."""
     gen = torch.Generator().manual_seed(seed)
@@ -291,12 +303,9 @@ def main():
         # small shapes with raw outputs kept (golden fixtures, bit-level analysis)
         probes["raw_maps"] = {}
         for M, K in ((16, 32), (32, 64), (64, 64), (64, 128), (128, 64), (128, 128)):
-            try:
-                r = probe_maps(M, K, keep_raw=True)
+            r = logged_probe("raw", M, K, keep_raw=True)
+            if r is not None:
                 probes["raw_maps"][(M, K)] = r
-                log("raw", summary(r))
-            except Exception:
-                log("raw FAIL", M, K, traceback.format_exc())
 
         # groups with != 2 non-zeros
         probes["special"] = {}
@@ -326,12 +335,9 @@ def main():
             for M, K in shapes:
                 if FAKE and M * K > 2**16:
                     continue
-                try:
-                    r = probe_maps(M, K)
+                r = logged_probe("map", M, K)
+                if r is not None:
                     d[(M, K)] = r
-                    log("map", summary(r))
-                except Exception:
-                    log("map FAIL", M, K, traceback.format_exc())
                 if not FAKE:
                     torch.cuda.empty_cache()
             save(name, d)
@@ -357,12 +363,9 @@ def main():
                         entry[str(dt)] = dict(ok=False, err=repr(e)[:300])
                 accept.append(entry)
                 if entry["torch.bfloat16"]["ok"]:
-                    try:
-                        r = probe_maps(M, K)
+                    r = logged_probe("grid", M, K)
+                    if r is not None:
                         grid[(M, K)] = r
-                        log("grid", summary(r))
-                    except Exception:
-                        log("grid FAIL", M, K, traceback.format_exc())
                 else:
                     log("reject", M, K, entry["torch.bfloat16"]["err"][:150])
         save("grid_maps.pt", dict(accept=accept, grid=grid, log=LOG))

@@ -42,18 +42,10 @@ def _train(args, device, dist) -> int:
             compile=args.compile,
             activation_checkpointing=args.activation_checkpointing,
         )
-    except ValueError as e:
-        print(f"act24 train: {e}", file=sys.stderr)
-        return 2
-    try:
         corpus = load_corpus(args.data)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"act24 train: {e}", file=sys.stderr)
-        return 2
-    if main:
-        print(f"data: {corpus.source}: {corpus.files} files, {corpus.train.numel():,} train / "
-          f"{corpus.val.numel():,} validation bytes")
-    try:
+        if main:
+            print(f"data: {corpus.source}: {corpus.files} files, {corpus.train.numel():,} train / "
+                  f"{corpus.val.numel():,} validation bytes")
         trainer = Trainer(model_cfg, train_cfg, corpus, args.out, device, resume=args.resume, progress=not args.quiet,
                           dist=dist)
     except (FileExistsError, FileNotFoundError, ValueError) as e:

@@ -25,16 +25,22 @@ def supports(d: int, hidden: int) -> str | None:
     return None
 
 
+def _pad_tokens(x: torch.Tensor) -> torch.Tensor:
+    """x with zero tokens up to a multiple of the packer's row block: zero tokens give zero
+    activations and zero gradients, so padding changes nothing."""
+    pad = (-x.shape[0]) % ROW_BLOCK
+    return F.pad(x, (0, 0, 0, pad)) if pad else x
+
+
 def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torch.Tensor | None = None):
     """y = (relu(x @ w1.T + b1)**2 * m) @ w2.T; returns (y, kept per feature, non-zeros per feature)."""
     T = x.shape[0]
-    pad = (-T) % ROW_BLOCK  # zero tokens give zero activations: padding changes nothing
-    y1 = F.linear(F.pad(x, (0, 0, 0, pad)) if pad else x, w1, b1)
-    if pad and b1 is not None:
+    y1 = F.linear(_pad_tokens(x), w1, b1)
+    if b1 is not None:
         y1[T:] = 0  # the bias would make padded tokens count in the per-feature statistics
     packed, kept, nonzeros = ops.sparsify_pack(y1)
-    y = ops.sparse_mm(packed, w2.t(), T + pad)
-    return (y[:T] if pad else y), kept, nonzeros
+    y = ops.sparse_mm(packed, w2.t(), y1.shape[0])
+    return y[:T], kept, nonzeros
 
 
 def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int, num_dense: int):
@@ -42,8 +48,5 @@ def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, pe
     the 6 FFN GEMMs run on 2:4 operands (see ops/sparse_training_ops.py)."""
     from ..ops import sparse_training_ops
 
-    T = x.shape[0]
-    pad = (-T) % ROW_BLOCK  # zero tokens: zero activations and zero gradients
-    y, _, kept, nonzeros = sparse_training_ops.sparse_ffn_train_forward(
-        F.pad(x, (0, 0, 0, pad)) if pad else x, w1, w2, perm_seed, num_dense)
-    return (y[:T] if pad else y), kept, nonzeros
+    y, _, kept, nonzeros = sparse_training_ops.sparse_ffn_train_forward(_pad_tokens(x), w1, w2, perm_seed, num_dense)
+    return y[:x.shape[0]], kept, nonzeros

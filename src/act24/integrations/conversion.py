@@ -155,22 +155,22 @@ def convert(
         kind = type(module).__name__
         seed = None if perm_seed is None else perm_seed + len(report.converted)
         if verdict == "act24":
-            module.sparse, module.dense_fraction, module.track_stats = sparse, dense_fraction, track_stats
+            ffn = module
+            ffn.sparse, ffn.dense_fraction, ffn.track_stats = sparse, dense_fraction, track_stats
             if seed is not None:
-                module.perm_seed = seed
+                ffn.perm_seed = seed
         elif verdict == "convert":
             up, down = (getattr(module, n) for n in names)
-            new = SquaredReLUMLP(up, down, up_name=names[0], down_name=names[1], sparse=sparse,
+            ffn = SquaredReLUMLP(up, down, up_name=names[0], down_name=names[1], sparse=sparse,
                                  dense_fraction=dense_fraction, perm_seed=seed, track_stats=track_stats)
-            new.train(module.training)
+            ffn.train(module.training)
             parent_path, _, attr = path.rpartition(".")
-            setattr(model.get_submodule(parent_path) if parent_path else model, attr, new)
+            setattr(model.get_submodule(parent_path) if parent_path else model, attr, ffn)
         else:
             report.skipped.append(SkippedModule(path, kind, verdict.removeprefix("skip: ")))
             continue
         converted_prefixes.append(path)
-        report.converted.append(ConvertedModule(path, kind, module.d if verdict == "act24" else up.in_features,
-                                                module.hidden if verdict == "act24" else up.out_features))
+        report.converted.append(ConvertedModule(path, kind, ffn.d, ffn.hidden))
     if not report.converted:
         details = "".join(f"\n  {s.path} ({s.kind}): {s.reason}" for s in report.skipped) or " no MLP modules found"
         raise ValueError("act24.convert found no non-gated Squared-ReLU MLP to convert:" + details)

@@ -46,6 +46,8 @@ window (and the next one) come out shifted / dropped.
 
 import torch
 
+from .compressed import CompressedOperand, decompress
+
 __all__ = ["to_cusparselt_layout", "from_cusparselt_layout", "compress_reference", "buffer_shape", "unpack_dense"]
 
 # Metadata nibbles [Mp, K/4] viewed as (block-row, s, h, i, block-col, j, q);
@@ -116,7 +118,4 @@ def compress_reference(dense):
 
 def unpack_dense(buffer, M, K):
     """The dense [M, K] matrix a packed buffer holds (zeros where the 2:4 pattern has none)."""
-    values, indices = from_cusparselt_layout(buffer, M, K)
-    dense = torch.zeros(M, K // 4, 4, dtype=values.dtype, device=values.device)
-    dense.scatter_(2, indices.long().reshape(M, K // 4, 2), values.reshape(M, K // 4, 2))
-    return dense.reshape(M, K)
+    return decompress(CompressedOperand(*from_cusparselt_layout(buffer, M, K)))

@@ -36,13 +36,18 @@ def check_model_config(path: pathlib.Path, saved: dict | None, model_config: dic
         )
 
 
+def _sibling(path: pathlib.Path, suffix: str) -> pathlib.Path:
+    """The folder beside `path` that a sharded save writes first (.tmp) or moves the last one to (.old)."""
+    return path.with_name(path.name + suffix)
+
+
 def save_sharded(path: pathlib.Path, model, optimizer, tensors: dict, meta: dict, is_main: bool, barrier) -> None:
     """Every rank writes its shards (torch.distributed.checkpoint) into a temporary folder; rank 0
     adds meta.json and renames it into place, so an interrupted save leaves the last one intact."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    tmp, old = _sibling(path, ".tmp"), _sibling(path, ".old")
     if is_main:
         shutil.rmtree(tmp, ignore_errors=True)
     barrier()
@@ -61,7 +66,7 @@ def save_sharded(path: pathlib.Path, model, optimizer, tensors: dict, meta: dict
 
 def find_sharded(path: pathlib.Path) -> pathlib.Path | None:
     """The complete sharded checkpoint at `path`, or the previous one if a save died mid-rename."""
-    for candidate in (path, path.with_name(path.name + ".old")):
+    for candidate in (path, _sibling(path, ".old")):
         if (candidate / "meta.json").exists():
             return candidate
     return None
