@@ -11,10 +11,10 @@ dy2 = dy3 @ W2 [T, H], it computes dy1 = dy2 * 2*sqrt(a) at the kept positions a
 * dy1 and a at the densest features, dense, rows in `perm` order  -> their exact weight
   gradients (those rows of the feature-wise products are replaced).
 
-Tiling: a program owns 64 features (one metadata block-row of the feature-wise matrices,
-16 token-wise groups) and 32*NB permuted tokens. Feature-wise metadata words pack the
-nibbles of features (f, f+8) and token groups (k, k+4), so a program walks the four
-(h, jj) sub-tiles and assembles each word in registers before its single store.
+Tiling: a program owns 64 features (16 token-wise groups: one contiguous 64-byte segment of a
+row of a, 128 bytes of dy2) and 32*NB permuted tokens, loaded as four [8*NB, 16] tiles (token
+4k + r of each group k). Each feature-wise operand is selected from those four tiles in registers;
+its metadata words (features f, f+8 x token groups k, k+4) are assembled by reshapes and sums.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 @triton.jit
 def _tokenwise_nibble(meta_ptr, t, G, H):
-    """Metadata nibble of token-wise group G of token t ([U] x [8] -> [U, 8]): block (t//64, G//8),
+    """Metadata nibble of token-wise group G of token t ([K4] x [16] -> [K4, 16]): block (t//64, G//8),
     row t%64 = 16s + 8h + i, group G%8 = 4j + q -> word 32s + 4i + q, nibble 2j + h."""
     tr = t % 64
     word_in_block = (32 * (tr // 16) + 4 * (tr % 8))[:, None] + (G % 4)[None, :]
@@ -53,86 +53,66 @@ def _grad(g, a, DTYPE: tl.constexpr, RND: tl.constexpr):
 
 
 @triton.jit
+def _position(pair, nib, p: tl.constexpr, DTYPE: tl.constexpr):
+    """The dense value at position p of each group from its packed pair and nibble (0 if not kept)."""
+    return tl.where((nib & 3) == p, from_bits16(pair, DTYPE), tl.where((nib >> 2) == p, from_bits16(pair >> 16, DTYPE), 0.0))
+
+
+@triton.jit
 def _store_dense(ptr, slot_ptr, j, f, x, dense_stride):
-    slot = tl.load(slot_ptr + f)  # [8]: -1 for a sparse feature
+    slot = tl.load(slot_ptr + f)  # [16]: -1 for a sparse feature
     tl.store(ptr + j.to(tl.int64)[:, None] * dense_stride + slot[None, :], x, mask=(slot >= 0)[None, :])
 
 
 @triton.jit
-def _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
-               k, G, r: tl.constexpr, H, dense_stride, DTYPE: tl.constexpr, RND: tl.constexpr):
-    """Permuted token j = 4k + r, token-wise groups G: a and dy1 at the four positions of each
-    group ([U, 8] each); stores dy1's token-wise values and the dense features' entries."""
+def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
+                k, G, r: tl.constexpr, H, dense_stride, DTYPE: tl.constexpr, RND: tl.constexpr):
+    """Permuted tokens j = 4k + r, token-wise groups G ([K4, 16]): stores dy1 token-wise and at the
+    dense features; returns a's packed pairs, their nibbles and dy1's packed pairs."""
     j = 4 * k + r
     t = tl.load(perm_ptr + j).to(tl.int64)
     at = t[:, None] * (H // 4) + G[None, :]
     pair = tl.load(a_vals + at)
-    v0 = from_bits16(pair, DTYPE)
-    v1 = from_bits16(pair >> 16, DTYPE)
     nib = _tokenwise_nibble(a_meta, t, G, H)
+    w = tl.load(dy2_ptr + at)
     i0 = nib & 3
     i1 = nib >> 2
-    w = tl.load(dy2_ptr + at)
     e0 = from_bits16(w.to(tl.int32), DTYPE)
     e1 = from_bits16((w >> 16).to(tl.int32), DTYPE)
     e2 = from_bits16((w >> 32).to(tl.int32), DTYPE)
     e3 = from_bits16((w >> 48).to(tl.int32), DTYPE)
-    d0 = _grad(tl.where(i0 == 0, e0, tl.where(i0 == 1, e1, e2)), v0, DTYPE, RND)
-    d1 = _grad(tl.where(i1 == 3, e3, tl.where(i1 == 2, e2, e1)), v1, DTYPE, RND)
-    tl.store(d1_vals + at, bits16(d0, DTYPE) | (bits16(d1, DTYPE) << 16))
-    a0 = tl.where(i0 == 0, v0, 0.0)
-    a1 = tl.where(i0 == 1, v0, tl.where(i1 == 1, v1, 0.0))
-    a2 = tl.where(i0 == 2, v0, tl.where(i1 == 2, v1, 0.0))
-    a3 = tl.where(i1 == 3, v1, 0.0)
-    g0 = tl.where(i0 == 0, d0, 0.0)
-    g1 = tl.where(i0 == 1, d0, tl.where(i1 == 1, d1, 0.0))
-    g2 = tl.where(i0 == 2, d0, tl.where(i1 == 2, d1, 0.0))
-    g3 = tl.where(i1 == 3, d1, 0.0)
+    d0 = _grad(tl.where(i0 == 0, e0, tl.where(i0 == 1, e1, e2)), from_bits16(pair, DTYPE), DTYPE, RND)
+    d1 = _grad(tl.where(i1 == 3, e3, tl.where(i1 == 2, e2, e1)), from_bits16(pair >> 16, DTYPE), DTYPE, RND)
+    dpair = bits16(d0, DTYPE) | (bits16(d1, DTYPE) << 16)
+    tl.store(d1_vals + at, dpair)
     if dense_stride > 0:  # any dense features
-        _store_dense(dense_d1, slot_ptr, j, 4 * G + 0, g0.to(dense_d1.dtype.element_ty), dense_stride)
-        _store_dense(dense_d1, slot_ptr, j, 4 * G + 1, g1.to(dense_d1.dtype.element_ty), dense_stride)
-        _store_dense(dense_d1, slot_ptr, j, 4 * G + 2, g2.to(dense_d1.dtype.element_ty), dense_stride)
-        _store_dense(dense_d1, slot_ptr, j, 4 * G + 3, g3.to(dense_d1.dtype.element_ty), dense_stride)
-        _store_dense(dense_a, slot_ptr, j, 4 * G + 0, a0.to(dense_d1.dtype.element_ty), dense_stride)
-        _store_dense(dense_a, slot_ptr, j, 4 * G + 1, a1.to(dense_d1.dtype.element_ty), dense_stride)
-        _store_dense(dense_a, slot_ptr, j, 4 * G + 2, a2.to(dense_d1.dtype.element_ty), dense_stride)
-        _store_dense(dense_a, slot_ptr, j, 4 * G + 3, a3.to(dense_d1.dtype.element_ty), dense_stride)
-    return a0, a1, a2, a3, g0, g1, g2, g3
+        for p in tl.static_range(4):
+            f = 4 * G + p
+            _store_dense(dense_d1, slot_ptr, j, f, _position(dpair, nib, p, DTYPE).to(dense_d1.dtype.element_ty),
+                         dense_stride)
+            _store_dense(dense_a, slot_ptr, j, f, _position(pair, nib, p, DTYPE).to(dense_a.dtype.element_ty),
+                         dense_stride)
+    return pair, nib, dpair
 
 
 @triton.jit
-def _featurewise(x0, x1, x2, x3, vals_ptr, f, k, T, DTYPE: tl.constexpr):
-    """2 of the 4 tokens 4k..4k+3 of feature f: store the pair, return the nibble."""
-    v0, v1, nibble, _, _, _, _ = select_2_of_4(x0, x1, x2, x3)
-    tl.store(vals_ptr + f.to(tl.int64)[None, :] * (T // 4) + k[:, None], bits16(v0, DTYPE) | (bits16(v1, DTYPE) << 16))
-    return nibble
-
-
-@triton.jit
-def _subtile(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, d1f_vals, af_vals, dense_d1, dense_a, slot_ptr,
-             k, G, T, H, dense_stride, h: tl.constexpr, jj: tl.constexpr,
-             wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3, DTYPE: tl.constexpr, RND: tl.constexpr):
-    """Sub-tile (h, jj): token groups k (+4jj), token-wise groups G (features 16s + 8h + 4c + p of
-    the block); ORs its feature-wise nibbles into the words of positions p = 0..3."""
-    kk = k + 4 * jj
-    a00, a01, a02, a03, d00, d01, d02, d03 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
-                                                        slot_ptr, kk, G, 0, H, dense_stride, DTYPE, RND)
-    a10, a11, a12, a13, d10, d11, d12, d13 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
-                                                        slot_ptr, kk, G, 1, H, dense_stride, DTYPE, RND)
-    a20, a21, a22, a23, d20, d21, d22, d23 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
-                                                        slot_ptr, kk, G, 2, H, dense_stride, DTYPE, RND)
-    a30, a31, a32, a33, d30, d31, d32, d33 = _token_row(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a,
-                                                        slot_ptr, kk, G, 3, H, dense_stride, DTYPE, RND)
-    shift: tl.constexpr = 4 * (2 * jj + h)
-    wa0 |= _featurewise(a00, a10, a20, a30, af_vals, 4 * G + 0, kk, T, DTYPE) << shift
-    wa1 |= _featurewise(a01, a11, a21, a31, af_vals, 4 * G + 1, kk, T, DTYPE) << shift
-    wa2 |= _featurewise(a02, a12, a22, a32, af_vals, 4 * G + 2, kk, T, DTYPE) << shift
-    wa3 |= _featurewise(a03, a13, a23, a33, af_vals, 4 * G + 3, kk, T, DTYPE) << shift
-    wd0 |= _featurewise(d00, d10, d20, d30, d1f_vals, 4 * G + 0, kk, T, DTYPE) << shift
-    wd1 |= _featurewise(d01, d11, d21, d31, d1f_vals, 4 * G + 1, kk, T, DTYPE) << shift
-    wd2 |= _featurewise(d02, d12, d22, d32, d1f_vals, 4 * G + 2, kk, T, DTYPE) << shift
-    wd3 |= _featurewise(d03, d13, d23, d33, d1f_vals, 4 * G + 3, kk, T, DTYPE) << shift
-    return wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3
+def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, k, G, kl, T,
+                 p: tl.constexpr, KB: tl.constexpr, DTYPE: tl.constexpr):
+    """Feature 4G + p over token groups k: 2 of the 4 tokens of each group; stores the value pairs
+    and this feature position's metadata words."""
+    v0, v1, nib, _, _, _, _ = select_2_of_4(_position(p0, n0, p, DTYPE), _position(p1, n1, p, DTYPE),
+                                            _position(p2, n2, p, DTYPE), _position(p3, n3, p, DTYPE))
+    f = (4 * G + p).to(tl.int64)
+    tl.store(vals_ptr + f[None, :] * (T // 4) + k[:, None], bits16(v0, DTYPE) | (bits16(v1, DTYPE) << 16))
+    # local feature 4G + p = 16s + 8h + i (G = 4s + 2h + c, i = 4c + p), local token group 8kb + 4jj + q:
+    # the nibble goes to word 32s + 4i + q = 16(2s + c) + 4p + q of block kb, bits 4(2jj + h)
+    shift = 4 * (2 * ((kl // 4) % 2)[:, None] + ((G // 2) % 2)[None, :])
+    words = tl.sum(tl.reshape(nib << shift, (8 * KB, 4, 2, 2)), axis=2)  # OR over h: [k, s, c]
+    words = tl.sum(tl.reshape(words, (KB, 2, 4, 8)), axis=1)  # OR over jj: [kb, q, 2s + c]
+    kb = tl.arange(0, KB)[:, None, None]
+    q = tl.arange(0, 4)[None, :, None]
+    sc = tl.arange(0, 8)[None, None, :]
+    tl.store(meta_ptr + meta_base + kb * 128 + 16 * sc + 4 * p + q, words.to(tl.int16))
 
 
 @triton.jit
@@ -140,35 +120,22 @@ def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, 
                           dense_d1, dense_a, T, H, dense_stride,
                           NB: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
     pid_f = tl.program_id(0)
-    u = tl.arange(0, 4 * NB)
-    k = tl.program_id(1) * 8 * NB + 8 * (u // 4) + (u % 4)  # token groups 8*bc + q (+4jj in the sub-tile)
-    v = tl.arange(0, 8)
-    s = v // 2
-    c = v % 2
-    wa0 = tl.zeros((4 * NB, 8), tl.int32)
-    wa1 = tl.zeros((4 * NB, 8), tl.int32)
-    wa2 = tl.zeros((4 * NB, 8), tl.int32)
-    wa3 = tl.zeros((4 * NB, 8), tl.int32)
-    wd0 = tl.zeros((4 * NB, 8), tl.int32)
-    wd1 = tl.zeros((4 * NB, 8), tl.int32)
-    wd2 = tl.zeros((4 * NB, 8), tl.int32)
-    wd3 = tl.zeros((4 * NB, 8), tl.int32)
-    for h in tl.static_range(2):
-        G = 16 * pid_f + 4 * s + 2 * h + c
-        for jj in tl.static_range(2):
-            wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3 = _subtile(
-                a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, d1f_vals, af_vals, dense_d1, dense_a, slot_ptr,
-                k, G, T, H, dense_stride, h, jj, wa0, wa1, wa2, wa3, wd0, wd1, wd2, wd3, DTYPE, RND)
-    # word 32s + 16c + 4p + q of block (pid_f, k // 8)
-    base = ((pid_f.to(tl.int64) * (T // 32) + k // 8) * 128 + k % 4)[:, None] + (32 * s + 16 * c)[None, :]
-    tl.store(af_meta + base + 0, wa0.to(tl.int16))
-    tl.store(af_meta + base + 4, wa1.to(tl.int16))
-    tl.store(af_meta + base + 8, wa2.to(tl.int16))
-    tl.store(af_meta + base + 12, wa3.to(tl.int16))
-    tl.store(d1f_meta + base + 0, wd0.to(tl.int16))
-    tl.store(d1f_meta + base + 4, wd1.to(tl.int16))
-    tl.store(d1f_meta + base + 8, wd2.to(tl.int16))
-    tl.store(d1f_meta + base + 12, wd3.to(tl.int16))
+    kl = tl.arange(0, 8 * NB)
+    k = tl.program_id(1) * 8 * NB + kl  # token groups (4 permuted tokens each)
+    G = 16 * pid_f + tl.arange(0, 16)
+    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
+                             k, G, 0, H, dense_stride, DTYPE, RND)
+    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
+                             k, G, 1, H, dense_stride, DTYPE, RND)
+    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
+                             k, G, 2, H, dense_stride, DTYPE, RND)
+    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
+                             k, G, 3, H, dense_stride, DTYPE, RND)
+    # metadata blocks (pid_f, 4 NB program_id(1) + kb): 64 features x 32 tokens, 128 words each
+    meta_base = (pid_f.to(tl.int64) * (T // 32) + tl.program_id(1) * NB) * 128
+    for p in tl.static_range(4):
+        _featurewise(a0, a1, a2, a3, n0, n1, n2, n3, af_vals, af_meta, meta_base, k, G, kl, T, p, NB, DTYPE)
+        _featurewise(g0, g1, g2, g3, n0, n1, n2, n3, d1f_vals, d1f_meta, meta_base, k, G, kl, T, p, NB, DTYPE)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ as cuSPARSELt does).
 
 Layout (see reference/cusparselt_layout.py): values row-major [M, K/2]; then 4-bit
 metadata in blocks of 64 rows x 32 columns, row r = 16s + 8h + i and group g = 4j + q
-of a block going to word 32s + 4i + q, nibble 2j + h. A program loads the four
-(h, j) sub-tiles of its blocks separately, so the four nibbles of every metadata word
-are in registers together and each word is written once.
+of a block going to word 32s + 4i + q, nibble 2j + h. A program loads whole [64, 32*CB]
+tiles (contiguous row segments), selects in registers, and folds the nibbles into words
+by reshapes and sums, so each word is written once.
 """
 
 from __future__ import annotations
@@ -39,103 +39,76 @@ def _element(word, i: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.co
 
 
 @triton.jit
-def _subtile_rows(row0, h: tl.constexpr):
-    a = tl.arange(0, 32)
-    return row0 + (a // 8) * 16 + 8 * h + (a % 8)  # rows 16s + 8h + i of the block
-
-
-@triton.jit
-def _subtile_groups(col0, j: tl.constexpr, CB: tl.constexpr):
-    b = tl.arange(0, 4 * CB)
-    return col0 // 4 + (b // 4) * 8 + 4 * j + (b % 4)  # groups 8c + 4j + q of the strip
-
-
-@triton.jit
-def _load_subtile(y1_ptr, row_words, row0, M, col0, h: tl.constexpr, j: tl.constexpr, CB: tl.constexpr):
-    """The (h, j) sub-tile of a 64-row block as int64 words, one group of 4 values each."""
-    rows = _subtile_rows(row0, h)
-    groups = _subtile_groups(col0, j, CB)
-    return tl.load(y1_ptr + rows[:, None].to(tl.int64) * row_words + groups[None, :],
-                   mask=(rows < M)[:, None], other=0, eviction_policy="evict_first")
-
-
-@triton.jit
-def _pack_subtile(word, vals_ptr, M, K, row0, col0, h: tl.constexpr, j: tl.constexpr,
-                  CB: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
-    """Select 2 of 4 in every group of a sub-tile and store the values. Returns the nibbles [32, 4*CB]
-    and the kept and non-zero flags of the four positions, packed 8 bits each — nothing crosses threads."""
-    rows = _subtile_rows(row0, h)
-    groups = _subtile_groups(col0, j, CB)
-    in_rows = rows < M
-    e0 = _element(word, 0, DTYPE, INTEGER_ROUNDING)
-    e1 = _element(word, 1, DTYPE, INTEGER_ROUNDING)
-    e2 = _element(word, 2, DTYPE, INTEGER_ROUNDING)
-    e3 = _element(word, 3, DTYPE, INTEGER_ROUNDING)
-    v0, v1, nibble, keep0, keep1, keep2, keep3 = select_2_of_4(e0, e1, e2, e3)
-    tl.store(vals_ptr + rows[:, None].to(tl.int64) * (K // 4) + groups[None, :],
-             bits16(v0, DTYPE) | (bits16(v1, DTYPE) << 16), mask=in_rows[:, None])
+def _flags(keep0, keep1, keep2, keep3, e0, e1, e2, e3):
+    """Kept-non-zero and non-zero flags of the four positions, 8 bits each in one int32."""
     nz0 = (e0 != 0).to(tl.int32)
     nz1 = (e1 != 0).to(tl.int32)
     nz2 = (e2 != 0).to(tl.int32)
     nz3 = (e3 != 0).to(tl.int32)
-    # four 8-bit counters per int32, one per position in the group; reduced over rows once per program
     kept = (keep0 * nz0) | ((keep1 * nz1) << 8) | ((keep2 * nz2) << 16) | ((keep3 * nz3) << 24)
-    nonzero = nz0 | (nz1 << 8) | (nz2 << 16) | (nz3 << 24)
-    return nibble, kept, nonzero
+    return kept, nz0 | (nz1 << 8) | (nz2 << 16) | (nz3 << 24)
 
 
 @triton.jit
-def _flush_counts(ptr, col0, j: tl.constexpr, packed_counts, CB: tl.constexpr):
-    """Add the per-row-slot counters (four 8-bit fields) of sub-tile column j to the column totals."""
-    b = tl.arange(0, 4 * CB)
-    cols = col0 + (b // 4) * 32 + 16 * j + (b % 4) * 4
+def _flush_counts(ptr, groups, packed_counts):
+    """Add the per-row counters (four 8-bit fields per group) to the column totals."""
     # one relaxed atomic per column and program: acq_rel atomics would fence every add
     for p in tl.static_range(4):
         total = tl.sum((packed_counts >> (8 * p)) & 0xFF, axis=0)
-        tl.atomic_add(ptr + cols + p, total, sem="relaxed")
+        tl.atomic_add(ptr + 4 * groups + p, total, sem="relaxed")
+
+
+@triton.jit
+def _metadata_words(nib, CB: tl.constexpr):
+    """Nibbles [64 rows, 8*CB groups] of a block-row -> words [s, i, c, q]: local row 16s + 8h + i,
+    group 8c + 4j + q; word 32s + 4i + q of block c holds its four (h, j) nibbles at bits 4(2j + h)."""
+    r = tl.arange(0, 64)
+    g = tl.arange(0, 8 * CB)
+    words = nib << (4 * (2 * ((g // 4) % 2)[None, :] + ((r // 8) % 2)[:, None]))
+    words = tl.sum(tl.reshape(words, (4, 2, 8, 8 * CB)), axis=1)  # OR over h: [s, i, g]
+    return tl.sum(tl.reshape(words, (4, 8, CB, 2, 4)), axis=3)  # OR over j: [s, i, c, q]
 
 
 @triton.jit
 def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_words, M, K,
                           BLOCKS: tl.constexpr, CB: tl.constexpr, DTYPE: tl.constexpr,
                           INTEGER_ROUNDING: tl.constexpr):
-    """A column strip of 32*CB columns over BLOCKS row blocks of 64.
+    """A column strip of 32*CB columns over BLOCKS row blocks of 64, loaded as whole [64, 8*CB] tiles
+    of groups (contiguous row segments).
 
-    Counts stay element-wise in registers (8-bit fields: at most 2*BLOCKS adds each) and
-    are reduced over rows once at the end: a reduction per block would put shared-memory
-    round trips and barriers in the loop.
+    Counts stay element-wise in registers (8-bit fields: at most BLOCKS adds each) and are
+    reduced over rows once at the end: a reduction per block would put shared-memory round
+    trips and barriers in the loop.
     """
-    col0 = tl.program_id(1) * 32 * CB
+    groups = tl.program_id(1) * 8 * CB + tl.arange(0, 8 * CB)
     first = tl.program_id(0) * BLOCKS * 64
-    kept_j0 = tl.zeros((32, 4 * CB), tl.int32)
-    kept_j1 = tl.zeros((32, 4 * CB), tl.int32)
-    nnz_j0 = tl.zeros((32, 4 * CB), tl.int32)
-    nnz_j1 = tl.zeros((32, 4 * CB), tl.int32)
-    a = tl.arange(0, 32)
-    in_word = (a // 8) * 32 + (a % 8) * 4  # 32s + 4i
-    g = tl.arange(0, 4 * CB)
-    block_col = col0 // 32 + g // 4
+    r = tl.arange(0, 64)
+    kept_acc = tl.zeros((64, 8 * CB), tl.int32)
+    nnz_acc = tl.zeros((64, 8 * CB), tl.int32)
+    s = tl.arange(0, 4)[:, None, None, None]
+    i = tl.arange(0, 8)[None, :, None, None]
+    c = tl.arange(0, CB)[None, None, :, None]
+    q = tl.arange(0, 4)[None, None, None, :]
     for blk in range(BLOCKS):
         row0 = first + blk * 64
-        w00 = _load_subtile(y1_ptr, row_words, row0, M, col0, 0, 0, CB)
-        w10 = _load_subtile(y1_ptr, row_words, row0, M, col0, 1, 0, CB)
-        w01 = _load_subtile(y1_ptr, row_words, row0, M, col0, 0, 1, CB)
-        w11 = _load_subtile(y1_ptr, row_words, row0, M, col0, 1, 1, CB)
-        n00, k00, z00 = _pack_subtile(w00, vals_ptr, M, K, row0, col0, 0, 0, CB, DTYPE, INTEGER_ROUNDING)
-        n10, k10, z10 = _pack_subtile(w10, vals_ptr, M, K, row0, col0, 1, 0, CB, DTYPE, INTEGER_ROUNDING)
-        n01, k01, z01 = _pack_subtile(w01, vals_ptr, M, K, row0, col0, 0, 1, CB, DTYPE, INTEGER_ROUNDING)
-        n11, k11, z11 = _pack_subtile(w11, vals_ptr, M, K, row0, col0, 1, 1, CB, DTYPE, INTEGER_ROUNDING)
-        kept_j0 += k00 + k10
-        nnz_j0 += z00 + z10
-        kept_j1 += k01 + k11
-        nnz_j1 += z01 + z11
-        word = n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)  # nibble 2j + h
-        offs = ((row0 // 64).to(tl.int64) * (K // 32) + block_col[None, :]) * 128 + in_word[:, None] + (g % 4)[None, :]
-        tl.store(meta_ptr + offs, word.to(tl.int16), mask=row0 < M)
-    _flush_counts(kept_ptr, col0, 0, kept_j0, CB)
-    _flush_counts(kept_ptr, col0, 1, kept_j1, CB)
-    _flush_counts(nnz_ptr, col0, 0, nnz_j0, CB)
-    _flush_counts(nnz_ptr, col0, 1, nnz_j1, CB)
+        rows = (row0 + r).to(tl.int64)
+        in_rows = (row0 + r < M)[:, None]
+        word = tl.load(y1_ptr + rows[:, None] * row_words + groups[None, :], mask=in_rows, other=0,
+                       eviction_policy="evict_first")
+        e0 = _element(word, 0, DTYPE, INTEGER_ROUNDING)
+        e1 = _element(word, 1, DTYPE, INTEGER_ROUNDING)
+        e2 = _element(word, 2, DTYPE, INTEGER_ROUNDING)
+        e3 = _element(word, 3, DTYPE, INTEGER_ROUNDING)
+        v0, v1, nibble, keep0, keep1, keep2, keep3 = select_2_of_4(e0, e1, e2, e3)
+        tl.store(vals_ptr + rows[:, None] * (K // 4) + groups[None, :], bits16(v0, DTYPE) | (bits16(v1, DTYPE) << 16),
+                 mask=in_rows)
+        kept, nonzero = _flags(keep0, keep1, keep2, keep3, e0, e1, e2, e3)
+        kept_acc += kept
+        nnz_acc += nonzero
+        block = (row0 // 64).to(tl.int64) * (K // 32) + tl.program_id(1) * CB + c
+        tl.store(meta_ptr + block * 128 + 32 * s + 4 * i + q, _metadata_words(nibble, CB).to(tl.int16), mask=row0 < M)
+    _flush_counts(kept_ptr, groups, kept_acc)
+    _flush_counts(nnz_ptr, groups, nnz_acc)
 
 
 @dataclass(frozen=True)
@@ -167,8 +140,8 @@ def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 16, cols_per_pr
     the defaults were the fastest on the H200 (scripts/tune_sparsify_pack.py).
     """
     check_sparsify_input(y1)
-    if not 1 <= blocks_per_program <= 127:
-        raise ValueError(f"blocks_per_program must be in [1, 127] (8-bit counters), got {blocks_per_program}")
+    if not 1 <= blocks_per_program <= 255:
+        raise ValueError(f"blocks_per_program must be in [1, 255] (8-bit counters), got {blocks_per_program}")
     for name, value in (("cols_per_program", cols_per_program), ("num_warps", num_warps)):
         if value < 1 or value & (value - 1):
             raise ValueError(f"{name} must be a power of 2 >= 1, got {value}")
