@@ -17,8 +17,14 @@ def _expected(y1):
     return y2, a
 
 
-def _bits(t):
-    return t.contiguous().view(torch.int16)
+def _same_bytes(got, expected, M, K):
+    """Packed buffers equal byte for byte, except NaN payloads (the GPU's NaN arithmetic canonicalises them)."""
+    got, expected = got.cpu().reshape(-1), expected.reshape(-1)
+    vals = M * K // 2
+    nan = expected[:vals].isnan()
+    assert torch.equal(got[:vals].isnan(), nan)
+    assert torch.equal(got[:vals][~nan].view(torch.int16), expected[:vals][~nan].view(torch.int16))
+    assert torch.equal(got[vals:].view(torch.int16), expected[vals:].view(torch.int16))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -29,7 +35,7 @@ def test_packed_bytes_equal_the_reference(M, K, blocks, cols, dtype):
     y1 = relu2_inputs(M, K, dtype, seed=M * 7 + K).to(DEVICE)
     out = sparsify_pack(y1, blocks_per_program=blocks, cols_per_program=cols)
     y2, a = _expected(y1.cpu())
-    assert torch.equal(_bits(out.packed.cpu()), _bits(compress_reference(a)))
+    _same_bytes(out.packed, compress_reference(a), M, K)
     # decoded operand is the masked activation, NaN and Inf included
     vals, idx = from_cusparselt_layout(out.packed.cpu().reshape(M, -1), M, K)
     dense = ref.decompress(ref.CompressedOperand(vals, idx))
@@ -67,4 +73,4 @@ def test_bad_input_is_rejected_with_the_rule():
     with pytest.raises(ValueError, match="num_warps must be a power of 2"):
         sparsify_pack(y1, num_warps=3)
     with pytest.raises(ValueError, match="blocks_per_program must be in"):
-        sparsify_pack(y1, blocks_per_program=128)
+        sparsify_pack(y1, blocks_per_program=256)

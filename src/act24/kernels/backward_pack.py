@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ..reference.checks import check_multiple, check_ndim
-from .top2 import bits16, from_bits16, round_to, select_2_of_4
+from .top2 import bits16, from_bits16, magnitude_key16, round_to, select_2_of_4_keyed
 
 _TL_DTYPE = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -53,9 +53,9 @@ def _grad(g, a, DTYPE: tl.constexpr, RND: tl.constexpr):
 
 
 @triton.jit
-def _position(pair, nib, p: tl.constexpr, DTYPE: tl.constexpr):
-    """The dense value at position p of each group from its packed pair and nibble (0 if not kept)."""
-    return tl.where((nib & 3) == p, from_bits16(pair, DTYPE), tl.where((nib >> 2) == p, from_bits16(pair >> 16, DTYPE), 0.0))
+def _position(pair, nib, p: tl.constexpr):
+    """The 16-bit pattern at position p of each group from its packed pair and nibble (0 if not kept)."""
+    return tl.where((nib & 3) == p, pair & 0xFFFF, tl.where((nib >> 2) == p, (pair >> 16) & 0xFFFF, 0))
 
 
 @triton.jit
@@ -88,10 +88,8 @@ def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, s
     if dense_stride > 0:  # any dense features
         for p in tl.static_range(4):
             f = 4 * G + p
-            _store_dense(dense_d1, slot_ptr, j, f, _position(dpair, nib, p, DTYPE).to(dense_d1.dtype.element_ty),
-                         dense_stride)
-            _store_dense(dense_a, slot_ptr, j, f, _position(pair, nib, p, DTYPE).to(dense_a.dtype.element_ty),
-                         dense_stride)
+            _store_dense(dense_d1, slot_ptr, j, f, _position(dpair, nib, p).to(tl.int16), dense_stride)
+            _store_dense(dense_a, slot_ptr, j, f, _position(pair, nib, p).to(tl.int16), dense_stride)
     return pair, nib, dpair
 
 
@@ -99,11 +97,16 @@ def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, s
 def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, k, G, kl, T,
                  p: tl.constexpr, KB: tl.constexpr, DTYPE: tl.constexpr):
     """Feature 4G + p over token groups k: 2 of the 4 tokens of each group; stores the value pairs
-    and this feature position's metadata words."""
-    v0, v1, nib, _, _, _, _ = select_2_of_4(_position(p0, n0, p, DTYPE), _position(p1, n1, p, DTYPE),
-                                            _position(p2, n2, p, DTYPE), _position(p3, n3, p, DTYPE))
+    and this feature position's metadata words. Selects on raw 16-bit patterns (no float conversions)."""
+    e0 = _position(p0, n0, p)
+    e1 = _position(p1, n1, p)
+    e2 = _position(p2, n2, p)
+    e3 = _position(p3, n3, p)
+    v0, v1, nib, _, _, _, _ = select_2_of_4_keyed(magnitude_key16(e0, DTYPE), magnitude_key16(e1, DTYPE),
+                                                  magnitude_key16(e2, DTYPE), magnitude_key16(e3, DTYPE),
+                                                  e0, e1, e2, e3)
     f = (4 * G + p).to(tl.int64)
-    tl.store(vals_ptr + f[None, :] * (T // 4) + k[:, None], bits16(v0, DTYPE) | (bits16(v1, DTYPE) << 16))
+    tl.store(vals_ptr + f[None, :] * (T // 4) + k[:, None], v0 | (v1 << 16))
     # local feature 4G + p = 16s + 8h + i (G = 4s + 2h + c, i = 4c + p), local token group 8kb + 4jj + q:
     # the nibble goes to word 32s + 4i + q = 16(2s + c) + 4p + q of block kb, bits 4(2jj + h)
     shift = 4 * (2 * ((kl // 4) % 2)[:, None] + ((G // 2) % 2)[None, :])
@@ -187,7 +190,7 @@ def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
 
 
 def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor, dense_features: torch.Tensor,
-                  *, token_blocks_per_program: int = 4, num_warps: int = 4) -> BackwardOperands:
+                  *, token_blocks_per_program: int = 1, num_warps: int = 4) -> BackwardOperands:
     """The backward's 2:4 operands from the forward's packed activation and dy2 = dy3 @ W2.
 
     packed_a: [T, H*9/16], from `sparsify_pack`; dy2: [T, H] (same dtype); perm: the token
@@ -218,10 +221,11 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
     stride = -(-num_dense // 64) * 64
     dy1_dense = torch.empty(T, stride, dtype=dy2.dtype, device=dy2.device)[:, :num_dense]
     a_dense = torch.empty(T, stride, dtype=dy2.dtype, device=dy2.device)[:, :num_dense]
+    # the kernel writes raw 16-bit patterns
     grid = (H // 64, T // (32 * nb))
     _backward_pack_kernel[grid](
         a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
-        dy1_dense, a_dense, T, H, stride,
+        dy1_dense.view(torch.int16), a_dense.view(torch.int16), T, H, stride,
         NB=nb, DTYPE=_TL_DTYPE[dy2.dtype], RND=_INTERPRETED, num_warps=num_warps,
     )
     return BackwardOperands(dy1_tok, dy1_feat, a_feat, dy1_dense, a_dense)

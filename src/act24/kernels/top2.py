@@ -55,10 +55,21 @@ def _beats(kj, ki):
 def select_2_of_4(e0, e1, e2, e3):
     """The two kept values (lower position first) and the 4-bit metadata nibble idx0 | idx1 << 2,
     plus the keep flags of the four positions."""
-    k0 = rank_key(e0)
-    k1 = rank_key(e1)
-    k2 = rank_key(e2)
-    k3 = rank_key(e3)
+    return select_2_of_4_keyed(rank_key(e0), rank_key(e1), rank_key(e2), rank_key(e3), e0, e1, e2, e3)
+
+
+@triton.jit
+def magnitude_key16(bits, DTYPE: tl.constexpr):
+    """rank_key on raw 16-bit patterns (low half of an int32): |e|'s bits order like |e|, NaN clamped to Inf."""
+    if DTYPE == tl.bfloat16:
+        return tl.minimum(bits & 0x7FFF, 0x7F80)
+    else:
+        return tl.minimum(bits & 0x7FFF, 0x7C00)
+
+
+@triton.jit
+def select_2_of_4_keyed(k0, k1, k2, k3, e0, e1, e2, e3):
+    """select_2_of_4 with the ranking keys given (floats or integers, 0 meaning a zero value)."""
     b01 = _beats(k0, k1).to(tl.int32)
     b02 = _beats(k0, k2).to(tl.int32)
     b03 = _beats(k0, k3).to(tl.int32)

@@ -16,6 +16,7 @@ from .. import reference as ref
 from ..gemm import cusparselt
 from ..kernels.backward_pack import backward_pack
 from ..kernels.sparsify_pack import sparsify_pack
+from ..kernels.transpose import transpose
 
 
 @torch.library.custom_op("act24::sparse_ffn_train_forward", mutates_args=())
@@ -56,7 +57,7 @@ def sparse_ffn_train_backward(
     if num_dense:
         dw1.index_copy_(0, dense, ops.dy1_dense.t() @ x_perm)
         dw2_t.index_copy_(0, dense, ops.a_dense.t() @ dy_perm)
-    return dx, dw1, dw2_t.t().contiguous()
+    return dx, dw1, transpose(dw2_t)
 
 
 @sparse_ffn_train_backward.register_fake
