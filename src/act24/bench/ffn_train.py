@@ -14,6 +14,7 @@ from ..ffn import fast_forward
 from ..gemm import cusparselt
 from ..kernels.backward_pack import backward_pack
 from ..kernels.sparsify_pack import sparsify_pack
+from ..kernels.transpose import transpose
 from .common import median_ms
 from .ffn_forward import SHAPES, TOKENS, realistic_operands
 
@@ -72,8 +73,8 @@ def _parts(x, w1, w2, dy, num_dense) -> dict:
         "permute_x_dy": median_ms(lambda: (x[perm], dy[perm])),
         "dw1_sparse": median_ms(lambda: cusparselt.sparse_mm(ops.dy1_featurewise, x_perm, H)),
         "dw2_sparse": median_ms(lambda: cusparselt.sparse_mm(ops.a_featurewise, dy_perm, H)),
-        "dense_features": median_ms(lambda: (ops.dy1_dense.t() @ x_perm, ops.a_dense.t() @ dy_perm)),
-        "dw2_transpose": median_ms(lambda: torch.empty(H, x.shape[1], dtype=x.dtype, device=x.device).t().contiguous()),
+        "dense_features": median_ms(lambda: (ops.dy1_dense @ x_perm, ops.a_dense @ dy_perm)),
+        "dw2_transpose": median_ms(lambda: transpose(torch.empty(H, x.shape[1], dtype=x.dtype, device=x.device))),
     }
     y2 = ref.squared_relu(y1)
     dense_parts = {

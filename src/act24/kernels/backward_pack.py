@@ -8,8 +8,9 @@ dy2 = dy3 @ W2 [T, H], it computes dy1 = dy2 * 2*sqrt(a) at the kept positions a
   2:4 along tokens taken in the order `perm` (4 consecutive permuted tokens form a
   group; the selection runs on top of m, so nothing the forward dropped comes back)
                                                  -> dW1 = dy1F @ x[perm], dW2.T = aF @ dy3[perm]
-* dy1 and a at the densest features, dense, rows in `perm` order  -> their exact weight
-  gradients (those rows of the feature-wise products are replaced).
+* dy1 and a at the densest features, dense, [num_dense, T] with tokens in `perm` order
+                                                 -> their exact weight gradients (those rows of
+                                                    the feature-wise products are replaced).
 
 Tiling: a program owns 64 features (16 token-wise groups: one contiguous 64-byte segment of a
 row of a, 128 bytes of dy2) and 32*NB permuted tokens, loaded as four [8*NB, 16] tiles (token
@@ -59,18 +60,11 @@ def _position(pair, nib, p: tl.constexpr):
 
 
 @triton.jit
-def _store_dense(ptr, slot_ptr, j, f, x, dense_stride):
-    slot = tl.load(slot_ptr + f)  # [16]: -1 for a sparse feature
-    tl.store(ptr + j.to(tl.int64)[:, None] * dense_stride + slot[None, :], x, mask=(slot >= 0)[None, :])
-
-
-@triton.jit
-def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
-                k, G, r: tl.constexpr, H, dense_stride, DTYPE: tl.constexpr, RND: tl.constexpr):
-    """Permuted tokens j = 4k + r, token-wise groups G ([K4, 16]): stores dy1 token-wise and at the
-    dense features; returns a's packed pairs, their nibbles and dy1's packed pairs."""
-    j = 4 * k + r
-    t = tl.load(perm_ptr + j).to(tl.int64)
+def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexpr, H,
+                DTYPE: tl.constexpr, RND: tl.constexpr):
+    """Permuted tokens j = 4k + r, token-wise groups G ([K4, 16]): stores dy1 token-wise; returns
+    a's packed pairs, their nibbles and dy1's packed pairs."""
+    t = tl.load(perm_ptr + 4 * k + r).to(tl.int64)
     at = t[:, None] * (H // 4) + G[None, :]
     pair = tl.load(a_vals + at)
     nib = _tokenwise_nibble(a_meta, t, G, H)
@@ -85,23 +79,22 @@ def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, s
     d1 = _grad(tl.where(i1 == 3, e3, tl.where(i1 == 2, e2, e1)), from_bits16(pair >> 16, DTYPE), DTYPE, RND)
     dpair = bits16(d0, DTYPE) | (bits16(d1, DTYPE) << 16)
     tl.store(d1_vals + at, dpair)
-    if dense_stride > 0:  # any dense features
-        for p in tl.static_range(4):
-            f = 4 * G + p
-            _store_dense(dense_d1, slot_ptr, j, f, _position(dpair, nib, p).to(tl.int16), dense_stride)
-            _store_dense(dense_a, slot_ptr, j, f, _position(pair, nib, p).to(tl.int16), dense_stride)
     return pair, nib, dpair
 
 
 @triton.jit
-def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, k, G, kl, T,
-                 p: tl.constexpr, KB: tl.constexpr, DTYPE: tl.constexpr):
-    """Feature 4G + p over token groups k: 2 of the 4 tokens of each group; stores the value pairs
-    and this feature position's metadata words. Selects on raw 16-bit patterns (no float conversions)."""
+def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, dense_ptr, slot, k, G, kl, T,
+                 p: tl.constexpr, KB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr):
+    """Feature 4G + p over token groups k: 2 of the 4 tokens of each group; stores the value pairs,
+    this feature position's metadata words and, for dense features (slot >= 0), all 4 tokens.
+    Selects on raw 16-bit patterns (no float conversions)."""
     e0 = _position(p0, n0, p)
     e1 = _position(p1, n1, p)
     e2 = _position(p2, n2, p)
     e3 = _position(p3, n3, p)
+    if HAS_DENSE:  # the 4 tokens of a group are adjacent in a dense row: one 8-byte store
+        four = e0.to(tl.int64) | (e1.to(tl.int64) << 16) | (e2.to(tl.int64) << 32) | (e3.to(tl.int64) << 48)
+        tl.store(dense_ptr + slot.to(tl.int64)[None, :] * (T // 4) + k[:, None], four, mask=(slot >= 0)[None, :])
     v0, v1, nib, _, _, _, _ = select_2_of_4_keyed(magnitude_key16(e0, DTYPE), magnitude_key16(e1, DTYPE),
                                                   magnitude_key16(e2, DTYPE), magnitude_key16(e3, DTYPE),
                                                   e0, e1, e2, e3)
@@ -120,25 +113,24 @@ def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, 
 
 @triton.jit
 def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
-                          dense_d1, dense_a, T, H, dense_stride,
-                          NB: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
+                          dense_d1, dense_a, T, H,
+                          NB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
     pid_f = tl.program_id(0)
     kl = tl.arange(0, 8 * NB)
     k = tl.program_id(1) * 8 * NB + kl  # token groups (4 permuted tokens each)
     G = 16 * pid_f + tl.arange(0, 16)
-    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
-                             k, G, 0, H, dense_stride, DTYPE, RND)
-    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
-                             k, G, 1, H, dense_stride, DTYPE, RND)
-    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
-                             k, G, 2, H, dense_stride, DTYPE, RND)
-    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, dense_d1, dense_a, slot_ptr,
-                             k, G, 3, H, dense_stride, DTYPE, RND)
+    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DTYPE, RND)
+    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DTYPE, RND)
+    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DTYPE, RND)
+    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DTYPE, RND)
     # metadata blocks (pid_f, 4 NB program_id(1) + kb): 64 features x 32 tokens, 128 words each
     meta_base = (pid_f.to(tl.int64) * (T // 32) + tl.program_id(1) * NB) * 128
     for p in tl.static_range(4):
-        _featurewise(a0, a1, a2, a3, n0, n1, n2, n3, af_vals, af_meta, meta_base, k, G, kl, T, p, NB, DTYPE)
-        _featurewise(g0, g1, g2, g3, n0, n1, n2, n3, d1f_vals, d1f_meta, meta_base, k, G, kl, T, p, NB, DTYPE)
+        slot = tl.load(slot_ptr + 4 * G + p)  # row of feature 4G + p in the dense buffers, -1 if sparse
+        _featurewise(a0, a1, a2, a3, n0, n1, n2, n3, af_vals, af_meta, meta_base, dense_a, slot, k, G, kl, T,
+                     p, NB, HAS_DENSE, DTYPE)
+        _featurewise(g0, g1, g2, g3, n0, n1, n2, n3, d1f_vals, d1f_meta, meta_base, dense_d1, slot, k, G, kl, T,
+                     p, NB, HAS_DENSE, DTYPE)
 
 
 @dataclass(frozen=True)
@@ -148,7 +140,7 @@ class BackwardOperands:
     dy1_tokenwise: torch.Tensor  # [T, H*9/16] packed: dy1 in a's positions, a's metadata
     dy1_featurewise: torch.Tensor  # [H, T*9/16] packed: rows = features, 2:4 along perm-ordered tokens
     a_featurewise: torch.Tensor  # [H, T*9/16] packed, likewise
-    # [T, num_dense] each, rows in perm order, row stride a multiple of 64 (aligned GEMMs)
+    # [num_dense, T] each: rows = the dense features, tokens in perm order
     dy1_dense: torch.Tensor  # dy1 at the dense features
     a_dense: torch.Tensor  # a at the dense features
 
@@ -216,16 +208,12 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
     a_feat = torch.empty_like(dy1_feat)
     d1f_vals, d1f_meta = _regions(dy1_feat, H, T)
     af_vals, af_meta = _regions(a_feat, H, T)
-    # rows padded to a multiple of 64 columns: a transposed view with an odd leading dimension sends
-    # cuBLAS to slow kernels (the padding columns are never read back)
-    stride = -(-num_dense // 64) * 64
-    dy1_dense = torch.empty(T, stride, dtype=dy2.dtype, device=dy2.device)[:, :num_dense]
-    a_dense = torch.empty(T, stride, dtype=dy2.dtype, device=dy2.device)[:, :num_dense]
-    # the kernel writes raw 16-bit patterns
+    dy1_dense = torch.empty(num_dense, T, dtype=dy2.dtype, device=dy2.device)
+    a_dense = torch.empty_like(dy1_dense)
     grid = (H // 64, T // (32 * nb))
     _backward_pack_kernel[grid](
         a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
-        dy1_dense.view(torch.int16), a_dense.view(torch.int16), T, H, stride,
-        NB=nb, DTYPE=_TL_DTYPE[dy2.dtype], RND=_INTERPRETED, num_warps=num_warps,
+        dy1_dense.view(torch.int64), a_dense.view(torch.int64), T, H,  # 4 tokens of a dense row per int64
+        NB=nb, HAS_DENSE=num_dense > 0, DTYPE=_TL_DTYPE[dy2.dtype], RND=_INTERPRETED, num_warps=num_warps,
     )
     return BackwardOperands(dy1_tok, dy1_feat, a_feat, dy1_dense, a_dense)

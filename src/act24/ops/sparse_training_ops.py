@@ -55,8 +55,8 @@ def sparse_ffn_train_backward(
     dw1 = cusparselt.sparse_mm(ops.dy1_featurewise, x_perm, H)
     dw2_t = cusparselt.sparse_mm(ops.a_featurewise, dy_perm, H)
     if num_dense:
-        dw1.index_copy_(0, dense, ops.dy1_dense.t() @ x_perm)
-        dw2_t.index_copy_(0, dense, ops.a_dense.t() @ dy_perm)
+        dw1.index_copy_(0, dense, ops.dy1_dense @ x_perm)
+        dw2_t.index_copy_(0, dense, ops.a_dense @ dy_perm)
     return dx, dw1, transpose(dw2_t)
 
 
