@@ -83,3 +83,29 @@ def test_compiled_sparse_ffn_matches_eager(training):
             g = torch.autograd.grad(y_eager.float().square().sum(), (x, ffn.w1))
             gc = torch.autograd.grad(y_comp.float().square().sum(), (x, ffn.w1))
             assert _rel(gc[0], g[0]) < 1e-2 and _rel(gc[1], g[1]) < 2e-2
+
+
+def test_sparse_training_step_replays_from_a_cuda_graph():
+    """Captured once, the step recomputes from new inputs on replay: no host work of act24's ops
+    (permutation cache, algorithm search, packers, cuSPARSELt) is baked in wrongly."""
+    from act24.bench.common import cuda_graph_replay
+
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(512, 2048, sparse=True, perm_seed=2, device="cuda", dtype=BF16)
+    x = torch.randn(2048, 512, device="cuda", dtype=BF16, requires_grad=True)
+    dy = torch.randn_like(x)
+
+    def step():
+        for t in (x, ffn.w1, ffn.w2):
+            t.grad = None
+        ffn(x).backward(dy)
+
+    replay = cuda_graph_replay(step)
+    with torch.no_grad():
+        x.copy_(torch.randn_like(x))
+        dy.copy_(torch.randn_like(dy))
+    replay()
+    replayed = [t.grad.clone() for t in (x, ffn.w1, ffn.w2)]
+    step()
+    for got, expected in zip(replayed, (x.grad, ffn.w1.grad, ffn.w2.grad)):
+        assert _rel(got, expected) < 1e-3

@@ -22,6 +22,30 @@ def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
+def cuda_graph_replay(fn, warmup: int = 3):
+    """fn captured in a CUDA graph after warm-up calls on a side stream (compiles, algorithm searches
+    and caches happen there); returns the graph's replay. A replay skips the host work of every
+    call inside fn: Python, kernel launches, cuSPARSELt's per-call plan building."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def graph_timings(fns: dict) -> dict:
+    """{name: median ms of fn's CUDA-graph replay} for each fn, or {"graph_error": why} if capture fails."""
+    try:
+        return {f"{name}_graph_ms": median_ms(cuda_graph_replay(fn)) for name, fn in fns.items()}
+    except Exception as e:  # report what did not capture instead of losing the row
+        return {"graph_error": f"{type(e).__name__}: {str(e)[:200]}"}
+
+
 def wall_median_ms(fn, reps: int = 5) -> float:
     """Median wall-clock time of whole calls (for work that syncs with the host, like generate())."""
     fn()  # warm-up
