@@ -15,7 +15,7 @@ import statistics
 import torch
 
 import act24
-from act24.ffn import SquaredReLUFFNBase, set_sparse
+from act24.ffn import SquaredReLUFFNBase, dispatch, set_sparse
 
 from .common import median_ms, wall_median_ms
 
@@ -115,7 +115,10 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
             rows.append(row)
             if progress:
                 progress(row)
-        check = agreement(model, torch.randint(3, vocab, (1, min(tokens)), generator=g).to(dev))
+        # the shortest prompt the dispatch sends to the 2:4 path (shorter ones run dense in both modes)
+        cfg = model.config
+        sparse_lengths = [t for t in tokens if dispatch.use_sparse(t, cfg.hidden_size, cfg.intermediate_size)]
+        check = agreement(model, torch.randint(3, vocab, (1, min(sparse_lengths or tokens)), generator=g).to(dev))
     meta = {
         "model": f"NemotronForCausalLM, random init, {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B params",
         "config": CONFIGS[config],
