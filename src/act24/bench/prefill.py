@@ -59,7 +59,7 @@ def mlp_stats(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:
     return (sum(s.activation_sparsity for s in stats) / len(stats), sum(s.dropped_fraction for s in stats) / len(stats))
 
 
-def decode_tokens_per_s(model, ids, rounds: int = 5) -> dict[str, float]:
+def decode_tokens_per_s(model, ids, rounds: int = 5, reps: int = 3) -> dict[str, float]:
     """Decode speed of both modes, measured in alternating rounds so that clock and host drift
     fall on both alike: (generate NEW_TOKENS - generate 1) / (NEW_TOKENS - 1), median per mode."""
     def generate(n):
@@ -69,7 +69,7 @@ def decode_tokens_per_s(model, ids, rounds: int = 5) -> dict[str, float]:
     for _ in range(rounds):
         for mode in samples:
             set_sparse(model, mode == "sparse")
-            extra_ms = wall_median_ms(generate(NEW_TOKENS), reps=1) - wall_median_ms(generate(1), reps=1)
+            extra_ms = wall_median_ms(generate(NEW_TOKENS), reps=reps) - wall_median_ms(generate(1), reps=reps)
             samples[mode].append((NEW_TOKENS - 1) / (extra_ms / 1e3))
     return {mode: statistics.median(v) for mode, v in samples.items()}
 
@@ -107,7 +107,8 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
             for mode in ("dense", "sparse"):
                 set_sparse(model, mode == "sparse")
                 row[f"{mode}_ms"] = median_ms(lambda: model(ids, use_cache=False, logits_to_keep=1))
-            decode = decode_tokens_per_s(model, ids, rounds=5 if dev.type == "cuda" else 1)
+            on_gpu = dev.type == "cuda"
+            decode = decode_tokens_per_s(model, ids, rounds=5 if on_gpu else 1, reps=3 if on_gpu else 1)
             row["decode_dense_tok_s"], row["decode_sparse_tok_s"] = decode["dense"], decode["sparse"]
             row["speedup"] = row["dense_ms"] / row["sparse_ms"]
             set_sparse(model, True)
