@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 
 # T*d*hidden = 2**38: T=16384 at d=2048, hidden=8192, or T=4096 at d=4096, hidden=16384. On the H200
-# every measured shape at or above it ran faster sparse (1.05-1.17x vs compiled dense); at 2**37 the
-# result depends on the host (0.73-1.15x over four runs), below it sparse is slower (0.30-0.64x):
-# cuSPARSELt spends ~0.45 ms per call on the host building its plan, which small problems cannot hide.
+# shapes above it ran faster sparse (1.07-1.21x vs compiled dense), shapes at it broke even or gained
+# a little (0.98-1.08x), at 2**37 the result depended on the host (0.73-1.15x), below it sparse was
+# slower: cuSPARSELt spends ~0.4 ms per call on the host building its plan, which small problems
+# cannot hide (replayed from a CUDA graph they can: docs/performance.md).
 _threshold = 2**38
 
 
