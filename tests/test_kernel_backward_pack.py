@@ -85,6 +85,32 @@ def test_featurewise_selection_never_readmits_what_the_forward_dropped():
     assert per_group.max() <= 2
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_featurewise_selection_ranks_nan_like_inf(dtype):
+    """Along permuted tokens [Inf, Inf, NaN, 1] keeps the two Infs (NaN ties with Inf, the lower
+    token wins) and [NaN, Inf, Inf, 1] keeps NaN and the first Inf: in a and in dy1."""
+    T, H = 64, 64
+    inf, nan = float("inf"), float("nan")
+    perm = ref.token_permutation(T, seed=3)
+    y1 = torch.full((T, H), -1.0)
+    dy2 = torch.ones(T, H)
+    for r, (first, second) in enumerate(zip([inf, inf, nan, 1.0], [nan, inf, inf, 1.0])):
+        y1[perm[r], 0], y1[perm[4 + r], 4] = first, second  # a itself
+        y1[perm[8 + r], 8], y1[perm[12 + r], 12] = 1.0, 1.0  # a = 1, dy1 = 2 * dy2
+        dy2[perm[8 + r], 8], dy2[perm[12 + r], 12] = first, second
+    y1, dy2 = y1.to(dtype), dy2.to(dtype)
+    packed = sparsify_pack(y1.to(DEVICE)).packed
+    out = backward_pack(packed, dy2.to(DEVICE), perm.to(DEVICE), torch.empty(0, dtype=torch.long, device=DEVICE))
+    a = ref.squared_relu(y1)
+    dy1 = torch.where(a != 0, dy2 * 2 * a.sqrt(), torch.zeros((), dtype=dtype))
+    for got, x in ((out.a_featurewise, a), (out.dy1_featurewise, dy1)):
+        dense_got, _ = _decode(got, H, T)
+        _same(dense_got, _featurewise(x, perm))
+    dense_a, _ = _decode(out.a_featurewise, H, T)
+    assert dense_a[0, :4].tolist() == [inf, inf, 0.0, 0.0]
+    assert dense_a[4, 4].isnan() and dense_a[4, 5:8].tolist() == [inf, 0.0, 0.0]
+
+
 def test_bad_input_is_rejected_with_the_rule():
     bf = dict(dtype=torch.bfloat16, device=DEVICE)
     packed = torch.empty(64, 36, **bf)

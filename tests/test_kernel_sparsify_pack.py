@@ -45,6 +45,15 @@ def test_packed_bytes_equal_the_reference(M, K, blocks, cols, dtype):
     assert out.nonzeros_per_feature.cpu().tolist() == (y2 != 0).sum(0).tolist()
 
 
+def test_counters_hold_at_the_most_blocks_per_program():
+    """255 row blocks in one program: every 8-bit counter field reaches 255 without spilling over."""
+    M, K = 255 * 64, 64
+    y1 = torch.ones(M, K, dtype=torch.bfloat16)  # every value non-zero, 2 of each 4 kept
+    out = sparsify_pack(y1.to(DEVICE), blocks_per_program=255, cols_per_program=1)
+    assert out.nonzeros_per_feature.cpu().tolist() == [M] * K
+    assert out.kept_per_feature.cpu().tolist() == [M, M, 0, 0] * (K // 4)  # ties keep the lower index
+
+
 def test_input_policy_nan_inf_negative():
     y1 = torch.full((64, 64), -1.0, dtype=torch.bfloat16)
     y1[0, :8] = torch.tensor([float("nan"), 2.0, 3.0, 1.0, float("inf"), -float("inf"), 2.0, 2.0])

@@ -39,11 +39,15 @@ def cuda_graph_replay(fn, warmup: int = 3):
 
 
 def graph_timings(fns: dict) -> dict:
-    """{name: median ms of fn's CUDA-graph replay} for each fn, or {"graph_error": why} if capture fails."""
-    try:
-        return {f"{name}_graph_ms": median_ms(cuda_graph_replay(fn)) for name, fn in fns.items()}
-    except Exception as e:  # report what did not capture instead of losing the row
-        return {"graph_error": f"{type(e).__name__}: {str(e)[:200]}"}
+    """{name_graph_ms: median ms of fn's CUDA-graph replay} for each fn; a capture that fails is
+    reported as name_graph_error (after the other timings of a row, so nothing else is lost)."""
+    out = {}
+    for name, fn in fns.items():
+        try:
+            out[f"{name}_graph_ms"] = median_ms(cuda_graph_replay(fn))
+        except Exception as e:  # report what did not capture instead of losing the row
+            out[f"{name}_graph_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    return out
 
 
 def wall_median_ms(fn, reps: int = 5) -> float:

@@ -56,7 +56,7 @@ def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
                 # replayed from CUDA graphs: no host cost (what small shapes pay for)
                 graphs = graph_timings({"dense_compiled": lambda: compiled(x, w1, w2),
                                         "sparse": lambda: functional.sparse_ffn_forward(x, w1, w2)})
-                if "sparse_graph_ms" in graphs:
+                if "sparse_graph_ms" in graphs and "dense_compiled_graph_ms" in graphs:
                     graphs["speedup_graph"] = graphs["dense_compiled_graph_ms"] / graphs["sparse_graph_ms"]
                 pack_ms, pack_gbps = _packer_row(y1)
                 rand_ms, rand_gbps = _packer_row(torch.randn_like(y1))

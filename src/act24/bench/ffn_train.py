@@ -110,7 +110,7 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, with_parts: bool = T
                 times[name] = median_ms(steps[name])
             # the same steps replayed from CUDA graphs: no host cost (what small shapes pay for)
             graphs = graph_timings({"dense_compiled": steps["dense_compiled"], "sparse": steps["sparse"]})
-            if "sparse_graph_ms" in graphs:
+            if "sparse_graph_ms" in graphs and "dense_compiled_graph_ms" in graphs:
                 graphs["speedup_graph"] = graphs["dense_compiled_graph_ms"] / graphs["sparse_graph_ms"]
             saved = {name: saved_activation_bytes(lambda: fn(xs, w1s, w2s), (w1s, w2s)) for name, fn in forwards.items()}
             row = {

@@ -120,6 +120,7 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
         cfg = model.config
         sparse_lengths = [t for t in tokens if dispatch.use_sparse(t, cfg.hidden_size, cfg.intermediate_size)]
         check = agreement(model, torch.randint(3, vocab, (1, min(sparse_lengths or tokens)), generator=g).to(dev))
+        check["prompt_runs_sparse"] = bool(sparse_lengths) or dev.type != "cuda"  # the CPU always runs the recipe
     meta = {
         "model": f"NemotronForCausalLM, random init, {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B params",
         "config": CONFIGS[config],

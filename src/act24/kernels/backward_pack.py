@@ -36,7 +36,7 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 @triton.jit
 def _tokenwise_nibble(meta_ptr, t, G, H):
-    """Metadata nibble of token-wise group G of token t ([K4] x [16] -> [K4, 16]): block (t//64, G//8),
+    """Metadata nibble of token-wise group G of token t ([8NB] x [16] -> [8NB, 16]): block (t//64, G//8),
     row t%64 = 16s + 8h + i, group G%8 = 4j + q -> word 32s + 4i + q, nibble 2j + h."""
     tr = t % 64
     word_in_block = (32 * (tr // 16) + 4 * (tr % 8))[:, None] + (G % 4)[None, :]
@@ -62,7 +62,7 @@ def _position(pair, nib, p: tl.constexpr):
 @triton.jit
 def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexpr, H,
                 DTYPE: tl.constexpr, RND: tl.constexpr):
-    """Permuted tokens j = 4k + r, token-wise groups G ([K4, 16]): stores dy1 token-wise; returns
+    """Permuted tokens j = 4k + r, token-wise groups G ([8NB, 16]): stores dy1 token-wise; returns
     a's packed pairs, their nibbles and dy1's packed pairs."""
     t = tl.load(perm_ptr + 4 * k + r).to(tl.int64)
     at = t[:, None] * (H // 4) + G[None, :]
@@ -115,16 +115,19 @@ def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, 
 def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
                           dense_d1, dense_a, T, H,
                           NB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
-    pid_f = tl.program_id(0)
+    # one flat grid axis (no 65535 limit), feature blocks fastest: the programs running together
+    # read the same permuted token rows
+    pid_f = tl.program_id(0) % (H // 64)
+    pid_t = tl.program_id(0) // (H // 64)
     kl = tl.arange(0, 8 * NB)
-    k = tl.program_id(1) * 8 * NB + kl  # token groups (4 permuted tokens each)
+    k = pid_t * 8 * NB + kl  # token groups (4 permuted tokens each)
     G = 16 * pid_f + tl.arange(0, 16)
     a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DTYPE, RND)
     a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DTYPE, RND)
     a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DTYPE, RND)
     a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DTYPE, RND)
-    # metadata blocks (pid_f, 4 NB program_id(1) + kb): 64 features x 32 tokens, 128 words each
-    meta_base = (pid_f.to(tl.int64) * (T // 32) + tl.program_id(1) * NB) * 128
+    # metadata blocks (pid_f, NB pid_t + kb): 64 features x 32 tokens, 128 words each
+    meta_base = (pid_f.to(tl.int64) * (T // 32) + pid_t * NB) * 128
     for p in tl.static_range(4):
         slot = tl.load(slot_ptr + 4 * G + p)  # row of feature 4G + p in the dense buffers, -1 if sparse
         _featurewise(a0, a1, a2, a3, n0, n1, n2, n3, af_vals, af_meta, meta_base, dense_a, slot, k, G, kl, T,
@@ -210,7 +213,7 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
     af_vals, af_meta = _regions(a_feat, H, T)
     dy1_dense = torch.empty(num_dense, T, dtype=dy2.dtype, device=dy2.device)
     a_dense = torch.empty_like(dy1_dense)
-    grid = (H // 64, T // (32 * nb))
+    grid = ((H // 64) * (T // (32 * nb)),)
     _backward_pack_kernel[grid](
         a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
         dy1_dense.view(torch.int64), a_dense.view(torch.int64), T, H,  # 4 tokens of a dense row per int64

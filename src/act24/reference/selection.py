@@ -66,7 +66,9 @@ def cached_token_permutation(num_tokens: int, seed: int, device: torch.device) -
     """token_permutation(T rounded up to a multiple of 4, seed) on `device`; the last few are cached."""
     key = (padded_token_count(num_tokens), int(seed), torch.device(device))
     if key not in _perm_cache:
-        if len(_perm_cache) >= 64:  # one per layer of a deep model; variable lengths must not grow it unbounded
+        # one entry per (length, layer seed): room for deep models (a miss costs a host-to-device copy,
+        # which a CUDA-graph capture cannot take); variable lengths must not grow it without bound
+        if len(_perm_cache) >= 256:
             _perm_cache.pop(next(iter(_perm_cache)))
         _perm_cache[key] = token_permutation(key[0], key[1], key[2])
     return _perm_cache[key]
