@@ -20,7 +20,7 @@ from act24.ffn import SquaredReLUFFNBase, dispatch, set_sparse
 from .common import median_ms, wall_median_ms
 
 TOKENS = (2048, 4096, 8192, 16384, 32768)
-# ~1.07B parameters: d=4096, hidden 16384 (Nemotron's 4x, Squared ReLU, not gated)
+# 0.97B parameters: d=4096, hidden 16384 (Nemotron's 4x, Squared ReLU, not gated)
 CONFIGS = {
     "1b": dict(hidden_size=4096, intermediate_size=16384, num_hidden_layers=4, num_attention_heads=32,
                num_key_value_heads=8, vocab_size=32000, max_position_embeddings=32768 + 256),
