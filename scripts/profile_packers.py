@@ -1,5 +1,5 @@
 """Both packers at one shape, for a profiler: registers, spills and shared memory of each compiled
-kernel, then 3 timed launches each (run under `ncu -k regex:_pack_kernel` for hardware counters).
+kernel, then their medians (run under `ncu -k regex:_pack_kernel` for hardware counters).
 
 Usage: PYTHONPATH=src python scripts/profile_packers.py [T d H]
 """
@@ -7,22 +7,20 @@ Usage: PYTHONPATH=src python scripts/profile_packers.py [T d H]
 import sys
 
 import torch
-import triton.testing
 
 from act24 import reference as ref
+from act24.bench import ffn_train
+from act24.bench.common import median_ms
 from act24.bench.ffn_forward import realistic_operands
 from act24.kernels import backward_pack as bp
 from act24.kernels import sparsify_pack as sp
 
 T, d, H = (int(v) for v in sys.argv[1:4]) if len(sys.argv) >= 4 else (16384, 4096, 16384)
 x, w1, w2 = realistic_operands(T, d, H)
-y1 = x @ w1.t()
-dy2 = torch.randn(T, d, device="cuda", dtype=x.dtype) @ w2
-perm = ref.cached_token_permutation(T, 0, x.device)
+dy = torch.randn(T, d, device="cuda", dtype=x.dtype)
+y1, packed, dy2, perm, dense = ffn_train.backward_pack_inputs(x, w1, w2, dy, ref.dense_feature_count(H, ffn_train.DENSE_FRACTION))
 for _ in range(3):
-    packed = sp.sparsify_pack(y1)
-    dense = ref.densest_features(packed.kept_per_feature, ref.dense_feature_count(H, 0.05))
-    bp.backward_pack(packed.packed, dy2, perm, dense)
+    bp.backward_pack(sp.sparsify_pack(y1).packed, dy2, perm, dense)
 torch.cuda.synchronize()
 for name, fn in (("sparsify_pack", sp._sparsify_pack_kernel), ("backward_pack", bp._backward_pack_kernel)):
     try:
@@ -31,6 +29,5 @@ for name, fn in (("sparsify_pack", sp._sparsify_pack_kernel), ("backward_pack", 
                   f"warps={kernel.metadata.num_warps}")
     except Exception as e:  # the cache layout is Triton-internal
         print(f"{name}: no compile metadata ({type(e).__name__}: {e})")
-print("sparsify_pack ms", triton.testing.do_bench(lambda: sp.sparsify_pack(y1), return_mode="median"))
-print("backward_pack ms", triton.testing.do_bench(lambda: bp.backward_pack(packed.packed, dy2, perm, dense),
-                                                 return_mode="median"))
+print("sparsify_pack ms", median_ms(lambda: sp.sparsify_pack(y1)))
+print("backward_pack ms", median_ms(lambda: bp.backward_pack(packed.packed, dy2, perm, dense)))

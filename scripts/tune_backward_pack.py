@@ -15,7 +15,6 @@ from act24.bench import ffn_train
 from act24.bench.common import header, median_ms, write_result
 from act24.bench.ffn_forward import realistic_operands
 from act24.kernels import backward_pack as bp
-from act24.kernels.sparsify_pack import sparsify_pack
 
 
 def main() -> None:
@@ -28,10 +27,8 @@ def main() -> None:
     T, d, H = args.T, args.d, args.H
     x, w1, w2 = realistic_operands(T, d, H)
     dy = torch.randn(T, d, device="cuda", dtype=x.dtype)
-    packed = sparsify_pack(x @ w1.t())
-    dy2 = dy @ w2
-    perm = ref.cached_token_permutation(T, 0, x.device)
-    dense = ref.densest_features(packed.kept_per_feature, ref.dense_feature_count(H, 0.05))
+    num_dense = ref.dense_feature_count(H, ffn_train.DENSE_FRACTION)
+    _, packed, dy2, perm, dense = ffn_train.backward_pack_inputs(x, w1, w2, dy, num_dense)
     moved = T * H * 2 + T * H * 9 // 8 + 3 * T * H * 9 // 8 + 2 * T * dense.numel() * 2
     sweep = []
     for nb in (1, 2, 4):

@@ -7,15 +7,10 @@ Usage: PYTHONPATH=src python scripts/tune_sparsify_pack.py OUT
 import sys
 
 import torch
-import triton.testing
 
-from act24.bench.common import header, write_result
+from act24.bench.common import header, median_ms, write_result
 from act24.bench.ffn_forward import realistic_operands
 from act24.kernels.sparsify_pack import sparsify_pack
-
-
-def median_ms(fn):
-    return triton.testing.do_bench(fn, return_mode="median")
 
 
 T, H, d = 16384, 16384, 4096

@@ -14,7 +14,6 @@ With OUTDIR it writes OUTDIR/verify.json and the tiny relu^2 golden fixtures
 used by tests/test_cusparselt_layout.py (copy them to tests/data/).
 """
 
-import importlib.util
 import json
 import os
 import sys
@@ -22,10 +21,7 @@ import time
 
 import torch
 
-_p = os.path.join(os.path.dirname(__file__), "..", "src", "act24", "reference", "cusparselt_layout.py")
-_spec = importlib.util.spec_from_file_location("cusparselt_layout", _p)
-L = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(L)
+from act24.reference import cusparselt_layout as L
 
 PAIRS = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
 SHAPES = [(64, 32768), (32768, 64), (16384, 4096), (4096, 16384), (32768, 8192), (8192, 32768),

@@ -35,6 +35,11 @@ def adversarial_groups(rows: int, groups: int, dtype=torch.float32, seed: int = 
     return x.reshape(rows, groups * 4).to(dtype)
 
 
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative L2 difference of a from b, in float64."""
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
 def sort_based_top2(x: torch.Tensor) -> torch.Tensor:
     """Independent definition of the selection: stable sort by descending magnitude (NaN largest)."""
     groups = x.reshape(*x.shape[:-1], -1, 4).double().abs()

@@ -8,6 +8,7 @@ import act24
 from act24 import reference as ref
 from act24.ffn import backend as B
 from act24.reference.cusparselt_layout import unpack_dense
+from conftest import rel_err
 
 BF16 = torch.bfloat16
 
@@ -26,9 +27,6 @@ def fast_backend(monkeypatch):
     monkeypatch.setattr("act24.gemm.cusparselt.sparse_mm", lambda p, b, m: calls.append((m, *b.shape)) or _decoded_mm(p, b, m))
     return calls
 
-
-def _rel(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 def _grads(ffn, x, dy):
@@ -54,13 +52,13 @@ def test_fast_training_matches_the_recipe(fast_backend):
     perm = ref.cached_token_permutation(128, 3, x.device)
     ye, _, _ = ref.sparse_ffn(x2, w1, w2, perm, ref.dense_feature_count(128, 0.1))
     ye.backward(dy2)
-    assert _rel(y.reshape(-1, 64), ye) < 1e-2
-    assert _rel(dx.reshape(-1, 64), x2.grad) < 1e-2
-    assert _rel(dw1, w1.grad) < 2e-2 and _rel(dw2, w2.grad) < 2e-2
+    assert rel_err(y.reshape(-1, 64), ye) < 1e-2
+    assert rel_err(dx.reshape(-1, 64), x2.grad) < 1e-2
+    assert rel_err(dw1, w1.grad) < 2e-2 and rel_err(dw2, w2.grad) < 2e-2
     # and not the dense gradient: the feature-wise 2:4 dropped something
     w1d = ffn.w1.detach().clone().requires_grad_()
     (ref.squared_relu(x2.detach() @ w1d.t()) @ ffn.w2.detach().t()).backward(dy2)
-    assert _rel(dw1, w1d.grad) > 5e-2
+    assert rel_err(dw1, w1d.grad) > 5e-2
 
 
 def test_fast_training_pads_odd_token_counts(fast_backend):
@@ -74,8 +72,8 @@ def test_fast_training_pads_odd_token_counts(fast_backend):
     w1, w2 = (p.detach().clone().requires_grad_() for p in (ffn.w1, ffn.w2))
     ye, _, _ = ref.sparse_ffn(x2, w1, w2, ref.cached_token_permutation(128, 0, x.device), 7)
     ye.backward(torch.nn.functional.pad(dy, (0, 0, 0, 28)))
-    assert _rel(y, ye[:100]) < 1e-2 and _rel(dx, x2.grad[:100]) < 1e-2
-    assert _rel(dw1, w1.grad) < 2e-2 and _rel(dw2, w2.grad) < 2e-2
+    assert rel_err(y, ye[:100]) < 1e-2 and rel_err(dx, x2.grad[:100]) < 1e-2
+    assert rel_err(dw1, w1.grad) < 2e-2 and rel_err(dw2, w2.grad) < 2e-2
 
 
 def test_fast_training_with_a_first_layer_bias_takes_the_recipe(fast_backend):

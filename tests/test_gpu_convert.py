@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 class MaskedReLU2(torch.nn.Module):
     def forward(self, h):
         y2 = ref.squared_relu(h)
-        return torch.where(ref.tokenwise_mask(y2), y2, torch.zeros((), dtype=y2.dtype, device=y2.device))
+        return ref.masked_activation(y2)
 
 
 def test_converted_nemotron_prefill_is_sparse_and_close_to_the_masked_model():

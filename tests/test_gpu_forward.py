@@ -7,18 +7,14 @@ import act24
 from act24 import reference as ref
 from act24.ffn import dispatch
 from act24.ffn.backend import backend_for
-from conftest import relu2_inputs
+from conftest import rel_err, relu2_inputs
 
 pytestmark = pytest.mark.gpu
 
 
 def _masked(y1):
-    y2 = ref.squared_relu(y1)
-    return torch.where(ref.tokenwise_mask(y2), y2, torch.zeros((), dtype=y1.dtype, device=y1.device))
+    return ref.masked_activation(ref.squared_relu(y1))
 
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -51,11 +47,11 @@ def test_sparse_mm_forward_matches_reference(T, d, H):
     y, kept, nonzeros = sparse_forward(x, w1, w2)
     a = _masked((x @ w1.t()))
     expected = a.float() @ w2.float().t()
-    assert y.shape == (T, d) and _rel(y, expected) <= 1e-2
+    assert y.shape == (T, d) and rel_err(y, expected) <= 1e-2
     assert torch.equal(kept.long(), (a != 0).sum(0))
     # the float64 reference of the whole FFN, with the same mask
     y64 = (_masked((x @ w1.t())).double()) @ w2.double().t()
-    assert _rel(y, y64) <= 1e-2
+    assert rel_err(y, y64) <= 1e-2
 
 
 def test_module_inference_under_autocast_uses_the_sparse_path():
@@ -72,6 +68,6 @@ def test_module_inference_under_autocast_uses_the_sparse_path():
     assert y.dtype == torch.bfloat16 and y.shape == x.shape
     xb, w1, w2 = x.reshape(-1, 1024).bfloat16(), ffn.w1.bfloat16(), ffn.w2.bfloat16()
     expected = _masked(xb @ w1.t()).float() @ w2.float().t()
-    assert _rel(y.reshape(-1, 1024), expected) <= 1e-2
+    assert rel_err(y.reshape(-1, 1024), expected) <= 1e-2
     assert 0.4 < ffn.last_stats.activation_sparsity < 0.6  # random weights: about half the activations are zero
     assert 0 < ffn.last_stats.dropped_fraction < 0.5

@@ -7,13 +7,11 @@ import torch
 import act24
 from act24 import reference as ref
 from act24.ffn import dispatch
+from conftest import rel_err
 
 pytestmark = pytest.mark.gpu
 BF16 = torch.bfloat16
 
-
-def _rel(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 @pytest.mark.parametrize("T,d,H", [(4096, 256, 1024), (1024, 512, 2048), (2048, 1024, 4096)])
@@ -28,10 +26,10 @@ def test_gradients_match_the_recipe(T, d, H):
     w1, w2 = (p.detach().clone().requires_grad_() for p in (ffn.w1, ffn.w2))
     ye, _, _ = ref.sparse_ffn(xe, w1, w2, ref.cached_token_permutation(T, 5, x.device), ref.dense_feature_count(H, 0.05))
     ye.backward(dy)
-    assert _rel(y, ye) < 1e-2
-    assert _rel(x.grad, xe.grad) < 1e-2
-    assert _rel(ffn.w1.grad, w1.grad) < 2e-2
-    assert _rel(ffn.w2.grad, w2.grad) < 2e-2
+    assert rel_err(y, ye) < 1e-2
+    assert rel_err(x.grad, xe.grad) < 1e-2
+    assert rel_err(ffn.w1.grad, w1.grad) < 2e-2
+    assert rel_err(ffn.w2.grad, w2.grad) < 2e-2
 
 
 def _train(model, steps, seed=0):
@@ -78,11 +76,11 @@ def test_compiled_sparse_ffn_matches_eager(training):
     compiled = torch.compile(ffn, fullgraph=True)
     with dispatch.sparse_threshold_override(0), torch.set_grad_enabled(training):
         y_eager, y_comp = ffn(x), compiled(x)
-        assert _rel(y_comp, y_eager) < 1e-2
+        assert rel_err(y_comp, y_eager) < 1e-2
         if training:
             g = torch.autograd.grad(y_eager.float().square().sum(), (x, ffn.w1))
             gc = torch.autograd.grad(y_comp.float().square().sum(), (x, ffn.w1))
-            assert _rel(gc[0], g[0]) < 1e-2 and _rel(gc[1], g[1]) < 2e-2
+            assert rel_err(gc[0], g[0]) < 1e-2 and rel_err(gc[1], g[1]) < 2e-2
 
 
 def test_sparse_training_step_replays_from_a_cuda_graph():
@@ -114,4 +112,4 @@ def test_sparse_training_step_replays_from_a_cuda_graph():
             dy.copy_(dy_in)
         step()
         for got, expected in zip(grads, (x.grad, ffn.w1.grad, ffn.w2.grad)):
-            assert _rel(got, expected) < 1e-3
+            assert rel_err(got, expected) < 1e-3

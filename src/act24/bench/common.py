@@ -38,15 +38,18 @@ def cuda_graph_replay(fn, warmup: int = 3):
     return graph.replay
 
 
-def graph_timings(fns: dict) -> dict:
-    """{name_graph_ms: median ms of fn's CUDA-graph replay} for each fn; a capture that fails is
-    reported as name_graph_error (after the other timings of a row, so nothing else is lost)."""
+def graph_timings(dense_compiled, sparse) -> dict:
+    """dense_compiled_graph_ms, sparse_graph_ms: medians of each fn's CUDA-graph replay, and their
+    ratio speedup_graph; a capture that fails is reported as name_graph_error (after the other
+    timings of a row, so nothing else is lost)."""
     out = {}
-    for name, fn in fns.items():
+    for name, fn in (("dense_compiled", dense_compiled), ("sparse", sparse)):
         try:
             out[f"{name}_graph_ms"] = median_ms(cuda_graph_replay(fn))
         except Exception as e:  # report what did not capture instead of losing the row
             out[f"{name}_graph_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    if "dense_compiled_graph_ms" in out and "sparse_graph_ms" in out:
+        out["speedup_graph"] = out["dense_compiled_graph_ms"] / out["sparse_graph_ms"]
     return out
 
 

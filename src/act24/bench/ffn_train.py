@@ -53,14 +53,19 @@ def _train_step(forward, x, w1, w2, dy):
     return step
 
 
+def backward_pack_inputs(x, w1, w2, dy, num_dense):
+    """What the training step hands the backward packer: (y1, the forward's PackedActivation,
+    dy2, the token grouping, the dense features)."""
+    y1 = x @ w1.t()
+    pk = sparsify_pack(y1)
+    perm = ref.cached_token_permutation(x.shape[0], PERM_SEED, x.device)
+    return y1, pk, dy @ w2, perm, ref.densest_features(pk.kept_per_feature, num_dense)
+
+
 def _parts(x, w1, w2, dy, num_dense) -> dict:
     """Each piece of the act24 step alone (medians, ms)."""
     T, H = x.shape[0], w1.shape[0]
-    perm = ref.cached_token_permutation(T, PERM_SEED, x.device)
-    y1 = x @ w1.t()
-    pk = sparsify_pack(y1)
-    dy2 = dy @ w2
-    dense = ref.densest_features(pk.kept_per_feature, num_dense)
+    y1, pk, dy2, perm, dense = backward_pack_inputs(x, w1, w2, dy, num_dense)
     ops = backward_pack(pk.packed, dy2, perm, dense)
     x_perm, dy_perm = x[perm], dy[perm]
     parts = {
@@ -88,7 +93,7 @@ def _parts(x, w1, w2, dy, num_dense) -> dict:
     return {**parts, **dense_parts}
 
 
-def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, with_parts: bool = True) -> list[dict]:
+def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
     rows = []
     for d, hidden in shapes:
         for T in tokens:
@@ -109,9 +114,7 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, with_parts: bool = T
                 steps[name]()  # compile, algorithm search
                 times[name] = median_ms(steps[name])
             # the same steps replayed from CUDA graphs: no host cost (what small shapes pay for)
-            graphs = graph_timings({"dense_compiled": steps["dense_compiled"], "sparse": steps["sparse"]})
-            if "sparse_graph_ms" in graphs and "dense_compiled_graph_ms" in graphs:
-                graphs["speedup_graph"] = graphs["dense_compiled_graph_ms"] / graphs["sparse_graph_ms"]
+            graphs = graph_timings(steps["dense_compiled"], steps["sparse"])
             saved = {name: saved_activation_bytes(lambda: fn(xs, w1s, w2s), (w1s, w2s)) for name, fn in forwards.items()}
             row = {
                 "T": T, "d": d, "H": hidden,
@@ -126,9 +129,8 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, with_parts: bool = T
                 "num_dense_features": num_dense,
                 **graphs,
             }
-            if with_parts:
-                with torch.no_grad():
-                    row["parts"] = _parts(x, w1, w2, dy, num_dense)
+            with torch.no_grad():
+                row["parts"] = _parts(x, w1, w2, dy, num_dense)
             rows.append(row)
             if progress:
                 progress(row)

@@ -15,7 +15,7 @@ import statistics
 import torch
 
 import act24
-from act24.ffn import SquaredReLUFFNBase, dispatch, set_sparse
+from act24.ffn import dispatch, ffn_modules, set_sparse
 
 from .common import median_ms, wall_median_ms
 
@@ -49,7 +49,7 @@ def build_model(config: str, device: torch.device, dtype: torch.dtype):
 
 def mlp_stats(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:
     """Mean activation sparsity and dropped fraction over the FFNs, from one untimed prefill."""
-    ffns = [m for m in model.modules() if isinstance(m, SquaredReLUFFNBase)]
+    ffns = ffn_modules(model)
     for f in ffns:
         f.track_stats = True
     model(ids, use_cache=False, logits_to_keep=1)

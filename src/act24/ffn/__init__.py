@@ -3,6 +3,7 @@
 from .backend import Backend, backend_for
 from .mlp import SquaredReLUMLP
 from .module import SquaredReLUFFN, SquaredReLUFFNBase
-from .warmup import DenseWarmup, set_sparse
+from .warmup import DenseWarmup, ffn_modules, set_sparse
 
-__all__ = ["Backend", "DenseWarmup", "SquaredReLUFFN", "SquaredReLUFFNBase", "SquaredReLUMLP", "backend_for", "set_sparse"]
+__all__ = ["Backend", "DenseWarmup", "SquaredReLUFFN", "SquaredReLUFFNBase", "SquaredReLUMLP", "backend_for", "ffn_modules",
+           "set_sparse"]

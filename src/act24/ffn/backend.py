@@ -36,14 +36,14 @@ def triton_version() -> str | None:
 def packer_self_check(device: torch.device, dtype: torch.dtype) -> str | None:
     """Pack a probe with the kernel and with `torch._cslt_compress`; None if byte-identical, else why not."""
     from ..kernels.sparsify_pack import sparsify_pack
-    from ..reference import squared_relu, tokenwise_mask
+    from ..reference import masked_activation, squared_relu
 
     gen = torch.Generator(device=device).manual_seed(0)
     y1 = torch.randn(256, 512, device=device, generator=gen).to(dtype)
     y1[:64] -= 1.5  # sparse rows: groups with 0 and 1 non-zeros
     y1[64:68, :16] = 1.0  # ties
     y2 = squared_relu(y1)
-    a = torch.where(tokenwise_mask(y2), y2, torch.zeros((), dtype=dtype, device=device))
+    a = masked_activation(y2)
     try:
         ours = sparsify_pack(y1).packed
         theirs = torch._cslt_compress(a)
@@ -73,12 +73,16 @@ def decide_cuda_backend(
     return Backend("cusparselt", f"sm90 with cuSPARSELt {cusparselt} and Triton {triton}; packer self-check passed")
 
 
-@functools.lru_cache(maxsize=None)
 def backend_for(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> Backend:
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0": one decision, one self-check
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _backend_for(device, dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _backend_for(device: torch.device, dtype: torch.dtype) -> Backend:
     if device.type != "cuda":
         return Backend("reference", f"{device.type} device: the pure-PyTorch reference runs the sparse recipe")
-    if device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
     if dtype not in (torch.bfloat16, torch.float16):
         return Backend("dense-fallback", f"{dtype} activations: 2:4 tensor cores take bfloat16/float16 (use autocast)")
     return decide_cuda_backend(
@@ -99,12 +103,14 @@ def warn_fallback_once(reason: str) -> None:
 
 
 @torch.compiler.assume_constant_result  # resolved once at trace time: no graph break under torch.compile
-def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, hidden: int) -> str:
+def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, hidden: int,
+                trains_first_bias: bool = False) -> str:
     """How a sparse-mode FFN runs here: "recipe" (the plain-PyTorch recipe), "fast" (the sm90
     kernels) or "dense" (after one warning saying why).
 
     exact: keep the 2:4 semantics where the fast kernels cannot run (training; evaluation with
     the dispatch threshold at 0) instead of falling back to the dense FFN.
+    trains_first_bias: training with a first-layer bias, which the fast training kernels do not take.
     """
     backend = backend_for(device, dtype)
     if backend.name == "reference":
@@ -113,10 +119,10 @@ def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, h
         from . import fast_forward  # needs Triton: imported only on the fast backend
 
         problem = fast_forward.supports(d, hidden)
-        if problem is None:
+        if problem is None and not trains_first_bias:
             return "fast"
         if exact:
-            return "recipe"  # the 2:4 semantics hold for any shape; only the speed-up needs the kernels
+            return "recipe"  # the 2:4 semantics hold for any shape or bias; only the speed-up needs the kernels
         warn_fallback_once(problem)
         return "dense"
     if exact and backend_for(device).name == "cusparselt":

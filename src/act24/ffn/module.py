@@ -119,23 +119,25 @@ class SquaredReLUFFNBase(nn.Module):
             return self._dense(x, w1, w2, b1, b2, want_stats)
         training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w1, w2, b1, b2))
         exact = training or dispatch.sparse_threshold() == 0  # 0: "2:4 wherever it can run", e.g. evaluation
-        path = sparse_path(x.device, x.dtype, exact, self.d, self.hidden)
-        if path == "recipe" or (path == "fast" and training and b1 is not None):
-            # the fast training kernels take no first-layer bias: the recipe keeps the semantics
-            y, kept, nnz = recipe_ops.sparse_ffn(x, w1, w2, b1, self.perm_seed, self.num_dense_features)
-            return (y if b2 is None else y + b2), (kept, nnz)
+        path = sparse_path(x.device, x.dtype, exact, self.d, self.hidden, training and b1 is not None)
         # inference takes the dense path where it is faster; training keeps the 2:4 recipe at every
         # size, so what a model learns does not depend on the batch shape
-        if path == "dense" or (not training and not dispatch.use_sparse(x.shape[0], self.d, self.hidden)):
+        if path == "dense" or (path == "fast" and not training
+                               and not dispatch.use_sparse(x.shape[0], self.d, self.hidden)):
             return self._dense(x, w1, w2, b1, b2, want_stats)
+        y, counts = self._sparse(path, training, x, w1, w2, b1, want_stats)
+        return (y if b2 is None else y + b2), counts
+
+    def _sparse(self, path, training, x, w1, w2, b1, want_stats):
+        if path == "recipe":
+            y, kept, nnz = recipe_ops.sparse_ffn(x, w1, w2, b1, self.perm_seed, self.num_dense_features)
+            return y, (kept, nnz)
         from . import fast_forward  # needs Triton: imported only on the fast backend
 
         if training:
             y, kept, nonzeros = fast_forward.sparse_train_forward(x, w1, w2, self.perm_seed, self.num_dense_features)
         else:
             y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, b1)
-        if b2 is not None:
-            y = y + b2
         return y, ((kept, nonzeros.sum()) if want_stats else None)  # no reduction on the hot path
 
     @staticmethod

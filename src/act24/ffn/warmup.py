@@ -11,9 +11,14 @@ from torch import nn
 from .module import SquaredReLUFFNBase
 
 
+def ffn_modules(model: nn.Module) -> list[SquaredReLUFFNBase]:
+    """Every act24 FFN in `model` (SquaredReLUFFN, SquaredReLUMLP), in module order."""
+    return [m for m in model.modules() if isinstance(m, SquaredReLUFFNBase)]
+
+
 def set_sparse(model: nn.Module, sparse: bool) -> int:
     """Switch every act24 FFN in `model` to sparse (or dense); returns how many there are."""
-    ffns = [m for m in model.modules() if isinstance(m, SquaredReLUFFNBase)]
+    ffns = ffn_modules(model)
     for m in ffns:
         m.sparse = sparse
     return len(ffns)
@@ -28,7 +33,7 @@ class DenseWarmup:
     def __init__(self, model: nn.Module, dense_steps: int = 1000):
         if isinstance(dense_steps, bool) or not isinstance(dense_steps, int) or dense_steps < 0:
             raise ValueError(f"dense_steps must be an int >= 0, got {dense_steps!r}")
-        if not any(isinstance(m, SquaredReLUFFNBase) for m in model.modules()):
+        if not ffn_modules(model):
             raise ValueError("model has no act24 FFN (SquaredReLUFFN / SquaredReLUMLP): convert it first")
         self.model, self.dense_steps = model, dense_steps
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..ffn import SquaredReLUFFNBase, SquaredReLUMLP
 from ..reference import dense_feature_count
+from ..reference.selection import GROUP
 
 # class name -> (up projection, down projection, activation) attribute names
 KNOWN_MLPS: dict[str, tuple[str, str, str]] = {
@@ -97,8 +98,8 @@ def _classify(module: nn.Module) -> tuple[str, tuple[str, str] | None]:
         act = getattr(module, act_name, None)
         if not is_squared_relu(act):
             return f"skip: activation {type(act).__name__} is not Squared ReLU (relu(x)**2)", None
-        if up.out_features % 4:
-            return f"skip: hidden size {up.out_features} is not a multiple of 4 (2:4 groups)", None
+        if up.out_features % GROUP:
+            return f"skip: hidden size {up.out_features} is not a multiple of {GROUP} (2:4 groups)", None
         extra = sorted(set(dict(module.named_parameters())) - {f"{n}.{p}" for n in (up_name, down_name)
                                                                for p in ("weight", "bias")})
         if extra:

@@ -20,7 +20,6 @@ its metadata words (features f, f+8 x token groups k, k+4) are assembled by resh
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -28,10 +27,9 @@ import triton
 import triton.language as tl
 
 from ..reference.checks import check_multiple, check_ndim
-from .top2 import bits16, from_bits16, magnitude_key16, round_to, select_2_of_4_keyed
+from .top2 import (INTERPRETED, TL_DTYPE, bits16, from_bits16, magnitude_key16, packed_regions, round_to,
+                   select_2_of_4_keyed)
 
-_TL_DTYPE = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
@@ -148,12 +146,6 @@ class BackwardOperands:
     a_dense: torch.Tensor  # a at the dense features
 
 
-def _regions(packed: torch.Tensor, rows: int, cols: int):
-    """(values as int32 pairs, metadata as int16 words) of a packed [rows, cols] operand."""
-    flat = packed.view(-1)
-    return flat[: rows * cols // 2].view(torch.int32), flat[rows * cols // 2 :].view(torch.int16)
-
-
 def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
     for name, t in (("packed_a", packed_a), ("dy2", dy2)):
         if not isinstance(t, torch.Tensor):
@@ -161,7 +153,7 @@ def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
         check_ndim(name, t, ndim=2)
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
-    if dy2.dtype not in _TL_DTYPE:
+    if dy2.dtype not in TL_DTYPE:
         raise TypeError(f"dy2 must be bfloat16 or float16, got {dy2.dtype}")
     if packed_a.dtype != dy2.dtype:
         raise TypeError(f"packed_a has dtype {packed_a.dtype} but dy2 has {dy2.dtype}; they must match")
@@ -204,19 +196,19 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
     slot = torch.full((H,), -1, dtype=torch.int32, device=dy2.device)
     slot[dense_features.long()] = torch.arange(num_dense, dtype=torch.int32, device=dy2.device)
     dy1_tok = torch.empty_like(packed_a)
-    a_vals, a_meta = _regions(packed_a, T, H)
-    d1_vals, d1_meta = _regions(dy1_tok, T, H)
+    a_vals, a_meta = packed_regions(packed_a, T, H)
+    d1_vals, d1_meta = packed_regions(dy1_tok, T, H)
     d1_meta.copy_(a_meta)  # dy1 is non-zero only where a is: the same positions
     dy1_feat = torch.empty(H, T * 9 // 16, dtype=dy2.dtype, device=dy2.device)
     a_feat = torch.empty_like(dy1_feat)
-    d1f_vals, d1f_meta = _regions(dy1_feat, H, T)
-    af_vals, af_meta = _regions(a_feat, H, T)
+    d1f_vals, d1f_meta = packed_regions(dy1_feat, H, T)
+    af_vals, af_meta = packed_regions(a_feat, H, T)
     dy1_dense = torch.empty(num_dense, T, dtype=dy2.dtype, device=dy2.device)
     a_dense = torch.empty_like(dy1_dense)
     grid = ((H // 64) * (T // (32 * nb)),)
     _backward_pack_kernel[grid](
         a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
         dy1_dense.view(torch.int64), a_dense.view(torch.int64), T, H,  # 4 tokens of a dense row per int64
-        NB=nb, HAS_DENSE=num_dense > 0, DTYPE=_TL_DTYPE[dy2.dtype], RND=_INTERPRETED, num_warps=num_warps,
+        NB=nb, HAS_DENSE=num_dense > 0, DTYPE=TL_DTYPE[dy2.dtype], RND=INTERPRETED, num_warps=num_warps,
     )
     return BackwardOperands(dy1_tok, dy1_feat, a_feat, dy1_dense, a_dense)

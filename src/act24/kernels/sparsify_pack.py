@@ -15,7 +15,6 @@ by reshapes and sums, so each word is written once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -23,11 +22,9 @@ import triton
 import triton.language as tl
 
 from ..reference.checks import check_multiple, check_ndim
-from .top2 import bits16, round_to, select_2_of_4
+from .top2 import INTERPRETED, TL_DTYPE, bits16, packed_regions, round_to, select_2_of_4
 
 ROW_BLOCK, COL_BLOCK = 64, 32  # one metadata block
-_TL_DTYPE = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
@@ -155,9 +152,9 @@ def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 16, cols_per_pr
     y1_groups = y1.view(torch.int64)
     grid = (triton.cdiv(M, ROW_BLOCK * blocks_per_program), K // (COL_BLOCK * cols_per_program))
     _sparsify_pack_kernel[grid](
-        y1_groups, packed.view(-1)[: M * K // 2].view(torch.int32), packed.view(-1)[M * K // 2 :].view(torch.int16), kept, nonzeros,
+        y1_groups, *packed_regions(packed, M, K), kept, nonzeros,
         y1_groups.stride(0), M, K,
-        BLOCKS=blocks_per_program, CB=cols_per_program, DTYPE=_TL_DTYPE[y1.dtype], INTEGER_ROUNDING=_INTERPRETED,
+        BLOCKS=blocks_per_program, CB=cols_per_program, DTYPE=TL_DTYPE[y1.dtype], INTEGER_ROUNDING=INTERPRETED,
         num_warps=num_warps,
     )
     return PackedActivation(packed, kept, nonzeros)

@@ -1,4 +1,5 @@
-"""Device helpers shared by the packing kernels: the 2-of-4 selection and 16-bit rounding.
+"""Helpers shared by the packing kernels: the 2-of-4 selection, 16-bit rounding, the packed layout's
+regions and the dtypes they take.
 
 Selection policy (the reference's, see reference/selection.py): the 2 largest magnitudes
 win, NaN ranks like ±Inf (above every finite number), equal non-zeros keep the lower index. Among zeros the higher
@@ -8,8 +9,21 @@ compressor does (the values there are zero either way).
 
 from __future__ import annotations
 
+import os
+
+import torch
 import triton
 import triton.language as tl
+
+TL_DTYPE = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}  # the 16-bit types the kernels take
+# Triton's CPU interpreter truncates fp32 -> bf16 casts: there round_to rounds with integer arithmetic
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def packed_regions(packed: torch.Tensor, rows: int, cols: int):
+    """(values as int32 pairs, metadata as int16 words) of a packed [rows, cols] operand."""
+    flat = packed.view(-1)
+    return flat[: rows * cols // 2].view(torch.int32), flat[rows * cols // 2 :].view(torch.int16)
 
 
 @triton.jit

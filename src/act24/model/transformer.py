@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..ffn import SquaredReLUFFN, set_sparse
+from ..ffn import SquaredReLUFFN, SquaredReLUFFNBase, ffn_modules, set_sparse
 from .config import ModelConfig
 
 
@@ -92,8 +92,8 @@ class DecoderLM(nn.Module):
             nn.init.normal_(m.w1, std=0.02)
             nn.init.normal_(m.w2, std=0.02)
 
-    def ffn_modules(self) -> list[SquaredReLUFFN]:
-        return [b.ffn for b in self.blocks if isinstance(b.ffn, SquaredReLUFFN)]
+    def ffn_modules(self) -> list[SquaredReLUFFNBase]:
+        return ffn_modules(self)
 
     def set_sparse(self, sparse: bool) -> None:
         set_sparse(self, sparse)

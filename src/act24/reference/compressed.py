@@ -26,10 +26,6 @@ class CompressedOperand:
         rows, half = self.values.shape
         return rows, 2 * half
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.values.dtype
-
 
 def compress(dense: torch.Tensor, mask: torch.Tensor) -> CompressedOperand:
     """Compress `dense` [M, K] keeping exactly the positions of `mask` (2 per group of 4)."""

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_float, check_ndim, check_same_device, check_same_dtype
-from .selection import GROUP, check_permutation, densest_features, featurewise_mask, padded_token_count, tokenwise_mask
+from .selection import (GROUP, check_permutation, densest_features, masked_activation, padded_token_count,
+                        top2_along_tokens)
 
 
 def check_ffn_args(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> None:
@@ -61,11 +62,11 @@ def featurewise_operand(masked: torch.Tensor, perm: torch.Tensor, dense_features
     """`masked` [T, H] with 2:4 along tokens applied except on `dense_features`.
 
     T may be any size: the token axis is padded with zero tokens up to len(perm),
-    which must be T rounded up to a multiple of 4.
+    which must be T rounded up to a multiple of 4 (not checked: the recipe's callers build it).
     """
     T = masked.shape[0]
-    padded = F.pad(masked, (0, 0, 0, padded_token_count(T) - T))
-    keep = featurewise_mask(padded, perm)[:T]
+    pad = padded_token_count(T) - T
+    keep = top2_along_tokens(F.pad(masked, (0, 0, 0, pad)) if pad else masked, perm)[:T]
     keep[:, dense_features] = True
     return torch.where(keep, masked, torch.zeros((), dtype=masked.dtype, device=masked.device))
 
@@ -74,7 +75,7 @@ def recipe_forward(x, w1, w2, b1=None):
     """Forward of the recipe: (y [T, d], kept per feature [H], non-zeros before the mask [],
     masked activation a = relu(x @ w1.T + b1)**2 * m [T, H], all the backward needs besides x)."""
     y2 = squared_relu(F.linear(x, w1, b1))
-    a = torch.where(tokenwise_mask(y2), y2, torch.zeros((), dtype=y2.dtype, device=y2.device))
+    a = masked_activation(y2)
     return a @ w2.t(), (a != 0).sum(0), (y2 != 0).sum(), a
 
 

@@ -41,6 +41,11 @@ def tokenwise_mask(y: torch.Tensor) -> torch.Tensor:
     return top2_of_4(groups).reshape(y.shape)
 
 
+def masked_activation(y: torch.Tensor) -> torch.Tensor:
+    """y under the token-wise mask: the values the 2:4 forward keeps, zeros elsewhere."""
+    return torch.where(tokenwise_mask(y), y, torch.zeros((), dtype=y.dtype, device=y.device))
+
+
 def padded_token_count(num_tokens: int) -> int:
     """Tokens are grouped in fours along the feature-wise path: T rounded up to a multiple of 4."""
     return num_tokens + (-num_tokens) % GROUP
@@ -87,6 +92,13 @@ def featurewise_mask(masked: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     T, H = masked.shape
     check_multiple("masked", T, GROUP, "the token count (dim 0) for the feature-wise 2:4 path")
     check_permutation(perm, T)
+    return top2_along_tokens(masked, perm)
+
+
+def top2_along_tokens(masked: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """featurewise_mask without its argument checks, for callers whose perm is already valid
+    (the permutation check sorts and syncs with the host)."""
+    T, H = masked.shape
     grouped = masked[perm].reshape(T // GROUP, GROUP, H).transpose(1, 2)  # [T/4, H, 4]
     keep_grouped = top2_of_4(grouped).transpose(1, 2).reshape(T, H)
     return torch.zeros_like(keep_grouped).index_copy_(0, perm.long(), keep_grouped)

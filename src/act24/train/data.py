@@ -58,8 +58,8 @@ def _files(root: pathlib.Path) -> list[pathlib.Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
 
 
-def _hf_documents(spec: str, max_bytes: int = HF_MAX_BYTES) -> tuple[list[tuple[str, bytes]], str]:
-    """(record index, text) of the train split of `hf:NAME[:CONFIG]`, streamed up to max_bytes."""
+def _hf_documents(spec: str) -> tuple[list[tuple[str, bytes]], str]:
+    """(record index, text) of the train split of `hf:NAME[:CONFIG]`, streamed up to HF_MAX_BYTES."""
     name, _, config = spec[len(HF_PREFIX):].partition(":")
     if not name:
         raise ValueError(f"--data {spec}: name a dataset, e.g. hf:wikitext:wikitext-103-raw-v1")
@@ -79,7 +79,7 @@ def _hf_documents(spec: str, max_bytes: int = HF_MAX_BYTES) -> tuple[list[tuple[
         if text:
             docs.append((str(i), text.encode()))
             total += len(docs[-1][1])
-        if total >= max_bytes:
+        if total >= HF_MAX_BYTES:
             break
     return docs, f"Hugging Face dataset {name}" + (f" ({config})" if config else "")
 
