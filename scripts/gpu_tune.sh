@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The packing kernels, one 10-minute call on a 2-GPU machine. GPU 0: the GPU tests, compile metadata
 # and hardware counters of both packers (when ncu can read them), the forward packer's launch
-# sweep. GPU 1: the backward packer's launch sweep, then the training step with the fastest.
+# sweep. GPU 1: the backward packer's launch sweep, then the training step with the fastest, then
+# prefill and decode (the forward packer's main user).
 # Usage: ACT24_COMMIT=<sha> scripts/gpu_tune.sh OUTDIR
 set -uo pipefail
 out=${1:?usage: $0 OUTDIR}
@@ -9,7 +10,8 @@ mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 (
   export CUDA_VISIBLE_DEVICES=1
-  timeout 400 python3 scripts/tune_backward_pack.py "$out" > "$out/tune_backward.log" 2>&1
+  timeout 330 python3 scripts/tune_backward_pack.py "$out" > "$out/tune_backward.log" 2>&1
+  timeout 200 python3 -m act24 bench prefill --out "$out" >> "$out/tune_backward.log" 2>&1
 ) &
 export CUDA_VISIBLE_DEVICES=0
 log="$out/gpu0.log"

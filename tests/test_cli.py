@@ -28,6 +28,7 @@ def test_bench_prefill_tiny_on_cpu(tmp_path, capsys):
     result = json.loads((tmp_path / "prefill.json").read_text())
     row = result["rows"][0]
     assert row["T"] == 64 and row["dense_ms"] > 0 and row["sparse_ms"] > 0 and row["decode_dense_tok_s"] > 0
+    assert row["decode_ratio"] > 0
     assert result["converted_mlps"] == 2 and 0 < row["act_sparsity"] < 1
     assert {"logits_rel_err", "greedy_token_agreement"} <= set(result["agreement"])
 

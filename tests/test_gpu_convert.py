@@ -35,7 +35,7 @@ def test_converted_nemotron_prefill_is_sparse_and_close_to_the_masked_model():
     from act24.ffn import fast_forward
 
     real = fast_forward.sparse_forward
-    fast_forward.sparse_forward = lambda *a: calls.append(a[0].shape[0]) or real(*a)
+    fast_forward.sparse_forward = lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k)
     try:
         with torch.inference_mode():
             got, expected = model(ids).logits.float(), original(ids).logits.float()

@@ -5,7 +5,7 @@ import torch
 
 from act24 import reference as ref
 from act24.reference.cusparselt_layout import compress_reference, from_cusparselt_layout
-from act24.kernels.sparsify_pack import sparsify_pack
+from act24.kernels.sparsify_pack import MAX_BLOCKS_PER_PROGRAM, sparsify_pack
 from conftest import relu2_inputs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -46,12 +46,21 @@ def test_packed_bytes_equal_the_reference(M, K, blocks, cols, dtype):
 
 
 def test_counters_hold_at_the_most_blocks_per_program():
-    """255 row blocks in one program: every 8-bit counter field reaches 255 without spilling over."""
-    M, K = 255 * 64, 64
+    """127 row blocks in one program: every 8-bit counter field reaches 254 without spilling over."""
+    M, K = MAX_BLOCKS_PER_PROGRAM * 64, 64
     y1 = torch.ones(M, K, dtype=torch.bfloat16)  # every value non-zero, 2 of each 4 kept
-    out = sparsify_pack(y1.to(DEVICE), blocks_per_program=255, cols_per_program=1)
+    out = sparsify_pack(y1.to(DEVICE), blocks_per_program=MAX_BLOCKS_PER_PROGRAM, cols_per_program=1)
     assert out.nonzeros_per_feature.cpu().tolist() == [M] * K
     assert out.kept_per_feature.cpu().tolist() == [M, M, 0, 0] * (K // 4)  # ties keep the lower index
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_without_counting_the_packed_bytes_are_the_same(dtype):
+    y1 = relu2_inputs(192, 128, dtype, seed=5).to(DEVICE)
+    counted = sparsify_pack(y1, blocks_per_program=2)
+    uncounted = sparsify_pack(y1, count=False, blocks_per_program=2)
+    assert uncounted.kept_per_feature is None and uncounted.nonzeros_per_feature is None
+    _same_bytes(uncounted.packed, counted.packed.cpu(), 192, 128)
 
 
 def test_input_policy_nan_inf_negative():
@@ -82,4 +91,4 @@ def test_bad_input_is_rejected_with_the_rule():
     with pytest.raises(ValueError, match="num_warps must be a power of 2"):
         sparsify_pack(y1, num_warps=3)
     with pytest.raises(ValueError, match="blocks_per_program must be in"):
-        sparsify_pack(y1, blocks_per_program=256)
+        sparsify_pack(y1, blocks_per_program=MAX_BLOCKS_PER_PROGRAM + 1)

@@ -14,16 +14,17 @@ def _require_fast(x: torch.Tensor) -> None:
         raise RuntimeError(f"the sparse GPU path is not available here: {backend.reason}")
 
 
-def sparsify_pack(y1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sparsify_pack(y1: torch.Tensor, *, count: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pack relu(y1)**2 under the token-wise 2:4 mask for cuSPARSELt.
 
     y1: [T, H] bfloat16/float16 on an sm90 GPU, T and H multiples of 64.
-    Returns (packed [T, H*9/16], kept non-zeros per feature [H], non-zeros per feature [H]).
+    Returns (packed [T, H*9/16], kept non-zeros per feature [H], non-zeros per feature [H]);
+    with count=False the packer skips the counting and both counts are empty.
     """
     _require_fast(y1)
     from .ops import sparse_ffn_ops as ops
 
-    return ops.sparsify_pack(y1)
+    return ops.sparsify_pack(y1, count)
 
 
 def sparse_ffn_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
@@ -42,7 +43,7 @@ def sparse_ffn_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> t
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, w2)):
         raise RuntimeError("sparse_ffn_forward has no backward: call it under torch.no_grad()/inference_mode(), "
                            "or train with SquaredReLUFFN")
-    return fast_forward.sparse_forward(x, w1, w2)[0]
+    return fast_forward.sparse_forward(x, w1, w2, count=False)[0]
 
 
 def sparse_mm(packed: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:

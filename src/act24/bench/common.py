@@ -54,7 +54,7 @@ def graph_timings(dense_compiled, sparse) -> dict:
 
 
 def wall_median_ms(fn, reps: int = 5) -> float:
-    """Median wall-clock time of whole calls (for work that syncs with the host, like generate())."""
+    """Median wall-clock time of whole calls (median_ms's stand-in without a GPU)."""
     fn()  # warm-up
     times = []
     for _ in range(reps):

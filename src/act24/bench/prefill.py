@@ -11,13 +11,14 @@ and greedy-token agreement.
 from __future__ import annotations
 
 import statistics
+import time
 
 import torch
 
 import act24
 from act24.ffn import dispatch, ffn_modules, set_sparse
 
-from .common import median_ms, wall_median_ms
+from .common import median_ms
 
 TOKENS = (2048, 4096, 8192, 16384, 32768)
 # 0.97B parameters: d=4096, hidden 16384 (Nemotron's 4x, Squared ReLU, not gated)
@@ -27,10 +28,12 @@ CONFIGS = {
     "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=4, vocab_size=128, max_position_embeddings=512),
 }
-NEW_TOKENS = 33  # decode speed: (generate 33 tokens - generate 1) / 32 steps
+NEW_TOKENS = 33  # greedy continuation compared in the agreement check
+DECODE_STEPS, DECODE_WARMUP = 64, 8  # decode tokens timed per mode, after untimed ones
 COLUMNS = [("T", "T", "d"), ("dense_ms", "dense ms", ".2f"), ("sparse_ms", "sparse ms", ".2f"),
            ("speedup", "speedup", ".3f"), ("decode_dense_tok_s", "decode dense tok/s", ".1f"),
-           ("decode_sparse_tok_s", "decode sparse tok/s", ".1f"), ("dropped_fraction", "dropped", ".3f")]
+           ("decode_sparse_tok_s", "decode sparse tok/s", ".1f"), ("decode_ratio", "decode ratio", ".3f"),
+           ("dropped_fraction", "dropped", ".3f")]
 
 
 def build_model(config: str, device: torch.device, dtype: torch.dtype):
@@ -59,19 +62,28 @@ def mlp_stats(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:
     return (sum(s.activation_sparsity for s in stats) / len(stats), sum(s.dropped_fraction for s in stats) / len(stats))
 
 
-def decode_tokens_per_s(model, ids, rounds: int = 5, reps: int = 3) -> dict[str, float]:
-    """Decode speed of both modes, measured in alternating rounds so that clock and host drift
-    fall on both alike: (generate NEW_TOKENS - generate 1) / (NEW_TOKENS - 1), median per mode."""
-    def generate(n):
-        return lambda: model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
-
+def decode_tokens_per_s(model, ids, steps: int = DECODE_STEPS) -> dict[str, float]:
+    """Decode speed of both modes after the prompt `ids`: the latency of one greedy token (a model
+    call on the KV cache, synchronised), with the modes alternating token by token (dense, sparse,
+    sparse, dense, ...) on one cache, so clock and host drift fall on both alike; tokens/s is 1 over
+    each mode's median latency. The generate() loop around it is the same code in both modes."""
+    cuda = ids.device.type == "cuda"
+    out = model(ids, use_cache=True, logits_to_keep=1)
+    cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
     samples: dict[str, list[float]] = {"dense": [], "sparse": []}
-    for _ in range(rounds):
-        for mode in samples:
-            set_sparse(model, mode == "sparse")
-            extra_ms = wall_median_ms(generate(NEW_TOKENS), reps=reps) - wall_median_ms(generate(1), reps=reps)
-            samples[mode].append((NEW_TOKENS - 1) / (extra_ms / 1e3))
-    return {mode: statistics.median(v) for mode, v in samples.items()}
+    order = ("dense", "sparse", "sparse", "dense")
+    for step in range(DECODE_WARMUP + 2 * steps):
+        mode = order[step % 4]
+        set_sparse(model, mode == "sparse")
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        token = model(token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        if cuda:
+            torch.cuda.synchronize()
+        if step >= DECODE_WARMUP:
+            samples[mode].append(time.perf_counter() - start)
+    return {mode: 1 / statistics.median(v) for mode, v in samples.items()}
 
 
 def agreement(model, ids) -> dict:
@@ -107,9 +119,9 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
             for mode in ("dense", "sparse"):
                 set_sparse(model, mode == "sparse")
                 row[f"{mode}_ms"] = median_ms(lambda: model(ids, use_cache=False, logits_to_keep=1))
-            on_gpu = dev.type == "cuda"
-            decode = decode_tokens_per_s(model, ids, rounds=5 if on_gpu else 1, reps=3 if on_gpu else 1)
+            decode = decode_tokens_per_s(model, ids, steps=DECODE_STEPS if dev.type == "cuda" else 4)
             row["decode_dense_tok_s"], row["decode_sparse_tok_s"] = decode["dense"], decode["sparse"]
+            row["decode_ratio"] = decode["sparse"] / decode["dense"]
             row["speedup"] = row["dense_ms"] / row["sparse_ms"]
             set_sparse(model, True)
             row["act_sparsity"], row["dropped_fraction"] = mlp_stats(model, ids)

@@ -32,15 +32,17 @@ def _pad_tokens(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, pad)) if pad else x
 
 
-def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torch.Tensor | None = None):
-    """y = (relu(x @ w1.T + b1)**2 * m) @ w2.T; returns (y, kept per feature, non-zeros per feature)."""
+def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torch.Tensor | None = None,
+                   *, count: bool = True):
+    """y = (relu(x @ w1.T + b1)**2 * m) @ w2.T; returns (y, kept per feature, non-zeros per feature),
+    the counts None unless `count`."""
     T = x.shape[0]
     y1 = F.linear(_pad_tokens(x), w1, b1)
-    if b1 is not None:
+    if b1 is not None and count:
         y1[T:] = 0  # the bias would make padded tokens count in the per-feature statistics
-    packed, kept, nonzeros = ops.sparsify_pack(y1)
+    packed, kept, nonzeros = ops.sparsify_pack(y1, count)
     y = ops.sparse_mm(packed, w2.t(), y1.shape[0])
-    return y[:T], kept, nonzeros
+    return (y[:T], kept, nonzeros) if count else (y[:T], None, None)
 
 
 def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int, num_dense: int):

@@ -137,7 +137,7 @@ class SquaredReLUFFNBase(nn.Module):
         if training:
             y, kept, nonzeros = fast_forward.sparse_train_forward(x, w1, w2, self.perm_seed, self.num_dense_features)
         else:
-            y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, b1)
+            y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, b1, count=want_stats)
         return y, ((kept, nonzeros.sum()) if want_stats else None)  # no reduction on the hot path
 
     @staticmethod

@@ -8,9 +8,10 @@ as cuSPARSELt does).
 
 Layout (see reference/cusparselt_layout.py): values row-major [M, K/2]; then 4-bit
 metadata in blocks of 64 rows x 32 columns, row r = 16s + 8h + i and group g = 4j + q
-of a block going to word 32s + 4i + q, nibble 2j + h. A program loads whole [64, 32*CB]
-tiles (contiguous row segments), selects in registers, and folds the nibbles into words
-by reshapes and sums, so each word is written once.
+of a block going to word 32s + 4i + q, nibble 2j + h. A program loads each block as four
+[32, 4*CB] sub-tiles, one per (h, j): the four nibbles of a word then sit in the same
+thread's registers at the same tile position, so words are assembled with shifts and ORs
+(no cross-thread reductions) and each is written once.
 """
 
 from __future__ import annotations
@@ -22,26 +23,32 @@ import triton
 import triton.language as tl
 
 from ..reference.checks import check_multiple, check_ndim
-from .top2 import INTERPRETED, TL_DTYPE, bits16, packed_regions, round_to, select_2_of_4
+from .top2 import INTERPRETED, TL_DTYPE, magnitude_key16, packed_regions, rounded_bits16, select_2_of_4_keyed
 
 ROW_BLOCK, COL_BLOCK = 64, 32  # one metadata block
+MAX_BLOCKS_PER_PROGRAM = 127  # each 8-bit counter field takes 2 adds per block
 
 
 @triton.jit
-def _element(word, i: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
-    """Element i of a group of four 16-bit values held in one int64: relu² (fp32, rounded to DTYPE)."""
-    y = (word >> (16 * i)).to(tl.int16).to(DTYPE, bitcast=True).to(tl.float32)
+def _squared(word, shift: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
+    """relu(v)**2 rounded to DTYPE, as its 16-bit pattern, for the value v in bits [shift, shift + 16) of int32 `word`."""
+    if DTYPE == tl.bfloat16 and shift == 0:  # a bf16 pattern is the top half of its fp32
+        y = (word << 16).to(tl.float32, bitcast=True)
+    elif DTYPE == tl.bfloat16:
+        y = (word & -65536).to(tl.float32, bitcast=True)
+    else:
+        y = (word >> shift).to(tl.int16).to(DTYPE, bitcast=True).to(tl.float32)
     r = tl.where(y < 0, 0.0, y)  # keeps NaN, like torch.relu
-    return round_to(r * r, DTYPE, INTEGER_ROUNDING)
+    return rounded_bits16(r * r, DTYPE, INTEGER_ROUNDING)
 
 
 @triton.jit
-def _flags(keep0, keep1, keep2, keep3, e0, e1, e2, e3):
+def _flags(keep0, keep1, keep2, keep3, k0, k1, k2, k3):
     """Kept-non-zero and non-zero flags of the four positions, 8 bits each in one int32."""
-    nz0 = (e0 != 0).to(tl.int32)
-    nz1 = (e1 != 0).to(tl.int32)
-    nz2 = (e2 != 0).to(tl.int32)
-    nz3 = (e3 != 0).to(tl.int32)
+    nz0 = (k0 != 0).to(tl.int32)
+    nz1 = (k1 != 0).to(tl.int32)
+    nz2 = (k2 != 0).to(tl.int32)
+    nz3 = (k3 != 0).to(tl.int32)
     kept = (keep0 * nz0) | ((keep1 * nz1) << 8) | ((keep2 * nz2) << 16) | ((keep3 * nz3) << 24)
     return kept, nz0 | (nz1 << 8) | (nz2 << 16) | (nz3 << 24)
 
@@ -56,56 +63,84 @@ def _flush_counts(ptr, groups, packed_counts):
 
 
 @triton.jit
-def _metadata_words(nib, CB: tl.constexpr):
-    """Nibbles [64 rows, 8*CB groups] of a block-row -> words [s, i, c, q]: local row 16s + 8h + i,
-    group 8c + 4j + q; word 32s + 4i + q of block c holds its four (h, j) nibbles at bits 4(2j + h)."""
-    r = tl.arange(0, 64)
-    g = tl.arange(0, 8 * CB)
-    words = nib << (4 * (2 * ((g // 4) % 2)[None, :] + ((r // 8) % 2)[:, None]))
-    words = tl.sum(tl.reshape(words, (4, 2, 8, 8 * CB)), axis=1)  # OR over h: [s, i, g]
-    return tl.sum(tl.reshape(words, (4, 8, CB, 2, 4)), axis=3)  # OR over j: [s, i, c, q]
+def _subtile(y1_ptr, vals_ptr, row_words, K, rows, groups, live, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
+    """Rows x groups of y1 (one int64 per group of 4): stores the kept pairs; returns the metadata
+    nibbles, the keep flags and the ranking keys."""
+    word = tl.load(y1_ptr + rows[:, None] * row_words + groups[None, :], mask=live, other=0,
+                   eviction_policy="evict_first")
+    lo = word.to(tl.int32)  # positions 0, 1
+    hi = (word >> 32).to(tl.int32)  # positions 2, 3
+    b0 = _squared(lo, 0, DTYPE, INTEGER_ROUNDING)
+    b1 = _squared(lo, 16, DTYPE, INTEGER_ROUNDING)
+    b2 = _squared(hi, 0, DTYPE, INTEGER_ROUNDING)
+    b3 = _squared(hi, 16, DTYPE, INTEGER_ROUNDING)
+    # relu² is >= 0 (or NaN): the keys are the bit patterns, NaN clamped to Inf
+    k0 = magnitude_key16(b0, DTYPE)
+    k1 = magnitude_key16(b1, DTYPE)
+    k2 = magnitude_key16(b2, DTYPE)
+    k3 = magnitude_key16(b3, DTYPE)
+    v0, v1, nibble, keep0, keep1, keep2, keep3 = select_2_of_4_keyed(k0, k1, k2, k3, b0, b1, b2, b3)
+    tl.store(vals_ptr + rows[:, None] * (K // 4) + groups[None, :], v0 | (v1 << 16), mask=live)
+    return nibble, keep0, keep1, keep2, keep3, k0, k1, k2, k3
 
 
 @triton.jit
 def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_words, M, K,
-                          BLOCKS: tl.constexpr, CB: tl.constexpr, DTYPE: tl.constexpr,
+                          BLOCKS: tl.constexpr, CB: tl.constexpr, COUNT: tl.constexpr, DTYPE: tl.constexpr,
                           INTEGER_ROUNDING: tl.constexpr):
-    """A column strip of 32*CB columns over BLOCKS row blocks of 64, loaded as whole [64, 8*CB] tiles
-    of groups (contiguous row segments).
+    """A column strip of 32*CB columns over up to BLOCKS row blocks of 64.
 
-    Counts stay element-wise in registers (8-bit fields: at most BLOCKS adds each) and are
-    reduced over rows once at the end: a reduction per block would put shared-memory round
-    trips and barriers in the loop.
+    Sub-tile (h, j) holds rows 16s + 8h + i (tile row 8s + i) and groups 8c + 4j + q (tile column
+    4c + q) of a block: its word 32s + 4i + q of block c is at tile position (8s + i, 4c + q).
+    Counts stay element-wise in registers (8-bit fields) and are reduced over rows once at the end:
+    a reduction per block would put shared-memory round trips and barriers in the loop.
     """
-    groups = tl.program_id(1) * 8 * CB + tl.arange(0, 8 * CB)
+    rho = tl.arange(0, 32)
+    gam = tl.arange(0, 4 * CB)
+    local_row = 16 * (rho // 8) + rho % 8  # + 8h
+    local_group = 8 * (gam // 4) + gam % 4  # + 4j
+    strip = tl.program_id(1) * 8 * CB
+    word_in_strip = (gam // 4)[None, :] * 128 + 4 * rho[:, None] + (gam % 4)[None, :]
+    kept0 = tl.zeros((32, 4 * CB), tl.int32)
+    kept1 = tl.zeros((32, 4 * CB), tl.int32)
+    nnz0 = tl.zeros((32, 4 * CB), tl.int32)
+    nnz1 = tl.zeros((32, 4 * CB), tl.int32)
     first = tl.program_id(0) * BLOCKS * 64
-    r = tl.arange(0, 64)
-    kept_acc = tl.zeros((64, 8 * CB), tl.int32)
-    nnz_acc = tl.zeros((64, 8 * CB), tl.int32)
-    s = tl.arange(0, 4)[:, None, None, None]
-    i = tl.arange(0, 8)[None, :, None, None]
-    c = tl.arange(0, CB)[None, None, :, None]
-    q = tl.arange(0, 4)[None, None, None, :]
     for blk in range(BLOCKS):
         row0 = first + blk * 64
-        rows = (row0 + r).to(tl.int64)
-        in_rows = (row0 + r < M)[:, None]
-        word = tl.load(y1_ptr + rows[:, None] * row_words + groups[None, :], mask=in_rows, other=0,
-                       eviction_policy="evict_first")
-        e0 = _element(word, 0, DTYPE, INTEGER_ROUNDING)
-        e1 = _element(word, 1, DTYPE, INTEGER_ROUNDING)
-        e2 = _element(word, 2, DTYPE, INTEGER_ROUNDING)
-        e3 = _element(word, 3, DTYPE, INTEGER_ROUNDING)
-        v0, v1, nibble, keep0, keep1, keep2, keep3 = select_2_of_4(e0, e1, e2, e3)
-        tl.store(vals_ptr + rows[:, None] * (K // 4) + groups[None, :], bits16(v0, DTYPE) | (bits16(v1, DTYPE) << 16),
-                 mask=in_rows)
-        kept, nonzero = _flags(keep0, keep1, keep2, keep3, e0, e1, e2, e3)
-        kept_acc += kept
-        nnz_acc += nonzero
-        block = (row0 // 64).to(tl.int64) * (K // 32) + tl.program_id(1) * CB + c
-        tl.store(meta_ptr + block * 128 + 32 * s + 4 * i + q, _metadata_words(nibble, CB).to(tl.int16), mask=row0 < M)
-    _flush_counts(kept_ptr, groups, kept_acc)
-    _flush_counts(nnz_ptr, groups, nnz_acc)
+        live = row0 < M  # M is a multiple of 64: a block is all in or all out
+        rows0 = (row0 + local_row).to(tl.int64)
+        rows1 = rows0 + 8
+        g0 = strip + local_group
+        g1 = g0 + 4
+        n00, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(y1_ptr, vals_ptr, row_words, K, rows0, g0, live, DTYPE, INTEGER_ROUNDING)
+        if COUNT:
+            kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
+            kept0 += kept
+            nnz0 += nz
+        n10, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(y1_ptr, vals_ptr, row_words, K, rows1, g0, live, DTYPE, INTEGER_ROUNDING)
+        if COUNT:
+            kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
+            kept0 += kept
+            nnz0 += nz
+        n01, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(y1_ptr, vals_ptr, row_words, K, rows0, g1, live, DTYPE, INTEGER_ROUNDING)
+        if COUNT:
+            kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
+            kept1 += kept
+            nnz1 += nz
+        n11, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(y1_ptr, vals_ptr, row_words, K, rows1, g1, live, DTYPE, INTEGER_ROUNDING)
+        if COUNT:
+            kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
+            kept1 += kept
+            nnz1 += nz
+        words = n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)  # nibble 2j + h
+        block = (row0 // 64).to(tl.int64) * (K // 32) + tl.program_id(1) * CB
+        tl.store(meta_ptr + block * 128 + word_in_strip, words.to(tl.int16), mask=live)
+    if COUNT:
+        _flush_counts(kept_ptr, strip + local_group, kept0)
+        _flush_counts(kept_ptr, strip + local_group + 4, kept1)
+        _flush_counts(nnz_ptr, strip + local_group, nnz0)
+        _flush_counts(nnz_ptr, strip + local_group + 4, nnz1)
 
 
 @dataclass(frozen=True)
@@ -113,8 +148,9 @@ class PackedActivation:
     """The packed 2:4 operand [rows, cols] plus what the forward counted on the way."""
 
     packed: torch.Tensor  # [rows, cols * 9 / 16] of the input dtype: values, then metadata
-    kept_per_feature: torch.Tensor  # int32 [cols]: non-zeros the mask kept, per column
-    nonzeros_per_feature: torch.Tensor  # int32 [cols]: non-zeros of relu(y1)**2 before the mask
+    # int32 [cols] each, None when the pack was asked not to count
+    kept_per_feature: torch.Tensor | None  # non-zeros the mask kept, per column
+    nonzeros_per_feature: torch.Tensor | None  # non-zeros of relu(y1)**2 before the mask, per column
 
 
 def check_sparsify_input(y1: torch.Tensor) -> None:
@@ -129,16 +165,18 @@ def check_sparsify_input(y1: torch.Tensor) -> None:
         raise ValueError(f"y1 must have unit stride along its last dimension and a row stride that is a multiple of 4, got strides {y1.stride()}")
 
 
-def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 16, cols_per_program: int = 1,
+def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: int = 16, cols_per_program: int = 1,
                   num_warps: int = 4) -> PackedActivation:
-    """Pack relu(y1)**2 under the token-wise 2:4 mask for `torch._cslt_sparse_mm`, counting per feature.
+    """Pack relu(y1)**2 under the token-wise 2:4 mask for `torch._cslt_sparse_mm`, counting per feature
+    unless `count` is False (inference without statistics: the counting is a fifth of the kernel's work).
 
     A program handles `blocks_per_program` blocks of 64 rows times 32*`cols_per_program` columns;
     the defaults were the fastest on the H200 (scripts/tune_sparsify_pack.py).
     """
     check_sparsify_input(y1)
-    if not 1 <= blocks_per_program <= 255:
-        raise ValueError(f"blocks_per_program must be in [1, 255] (8-bit counters), got {blocks_per_program}")
+    if not 1 <= blocks_per_program <= MAX_BLOCKS_PER_PROGRAM:
+        raise ValueError(f"blocks_per_program must be in [1, {MAX_BLOCKS_PER_PROGRAM}] (8-bit counters), "
+                         f"got {blocks_per_program}")
     for name, value in (("cols_per_program", cols_per_program), ("num_warps", num_warps)):
         if value < 1 or value & (value - 1):
             raise ValueError(f"{name} must be a power of 2 >= 1, got {value}")
@@ -146,15 +184,16 @@ def sparsify_pack(y1: torch.Tensor, *, blocks_per_program: int = 16, cols_per_pr
     while K % (COL_BLOCK * cols_per_program):
         cols_per_program //= 2
     packed = torch.empty(M, K * 9 // 16, dtype=y1.dtype, device=y1.device)
-    kept = torch.zeros(K, dtype=torch.int32, device=y1.device)
-    nonzeros = torch.zeros(K, dtype=torch.int32, device=y1.device)
+    # separate buffers: the custom ops return both, and their outputs may not alias
+    kept, nonzeros = (torch.zeros(K if count else 0, dtype=torch.int32, device=y1.device) for _ in range(2))
     # a group of 4 values is one int64: each thread selects whole groups, nothing is shuffled
     y1_groups = y1.view(torch.int64)
     grid = (triton.cdiv(M, ROW_BLOCK * blocks_per_program), K // (COL_BLOCK * cols_per_program))
     _sparsify_pack_kernel[grid](
         y1_groups, *packed_regions(packed, M, K), kept, nonzeros,
         y1_groups.stride(0), M, K,
-        BLOCKS=blocks_per_program, CB=cols_per_program, DTYPE=TL_DTYPE[y1.dtype], INTEGER_ROUNDING=INTERPRETED,
+        BLOCKS=blocks_per_program, CB=cols_per_program, COUNT=count, DTYPE=TL_DTYPE[y1.dtype],
+        INTEGER_ROUNDING=INTERPRETED,
         num_warps=num_warps,
     )
-    return PackedActivation(packed, kept, nonzeros)
+    return PackedActivation(packed, kept, nonzeros) if count else PackedActivation(packed, None, None)

@@ -15,16 +15,19 @@ from ..reference.cusparselt_layout import unpack_dense
 
 
 @torch.library.custom_op("act24::sparsify_pack", mutates_args=())
-def sparsify_pack(y1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """relu(y1)**2 under the token-wise 2:4 mask, packed for cuSPARSELt: (packed, kept [K], nonzeros [K])."""
-    out = _pack.sparsify_pack(y1)
+def sparsify_pack(y1: torch.Tensor, count: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """relu(y1)**2 under the token-wise 2:4 mask, packed for cuSPARSELt: (packed, kept [K], nonzeros [K]);
+    without `count` the two counts are empty tensors (the kernel skips the counting)."""
+    out = _pack.sparsify_pack(y1, count=count)
+    if not count:
+        return out.packed, y1.new_empty(0, dtype=torch.int32), y1.new_empty(0, dtype=torch.int32)
     return out.packed, out.kept_per_feature, out.nonzeros_per_feature
 
 
 @sparsify_pack.register_fake
-def _(y1):
+def _(y1, count=True):
     M, K = y1.shape
-    counts = y1.new_empty(K, dtype=torch.int32)
+    counts = y1.new_empty(K if count else 0, dtype=torch.int32)
     return y1.new_empty(M, K * 9 // 16), counts, torch.empty_like(counts)
 
 
