@@ -10,6 +10,7 @@ and greedy-token agreement.
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 
@@ -67,9 +68,13 @@ def decode_tokens_per_s(model, ids, steps: int = DECODE_STEPS) -> dict[str, floa
     call on the KV cache, synchronised), with the modes alternating token by token (dense, sparse,
     sparse, dense, ...) on one cache, so clock and host drift fall on both alike; tokens/s is 1 over
     each mode's median latency. The generate() loop around it is the same code in both modes."""
+    from transformers import DynamicCache
+
     cuda = ids.device.type == "cuda"
-    out = model(ids, use_cache=True, logits_to_keep=1)
-    cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    cache = DynamicCache(config=model.config)
+    # transformers renamed the forward's cache argument (past_key_values -> cache)
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    token = model(ids, use_cache=True, logits_to_keep=1, **{cache_arg: cache}).logits[:, -1:].argmax(-1)
     samples: dict[str, list[float]] = {"dense": [], "sparse": []}
     order = ("dense", "sparse", "sparse", "dense")
     for step in range(DECODE_WARMUP + 2 * steps):
@@ -78,7 +83,7 @@ def decode_tokens_per_s(model, ids, steps: int = DECODE_STEPS) -> dict[str, floa
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        token = model(token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        token = model(token, use_cache=True, **{cache_arg: cache}).logits[:, -1:].argmax(-1)
         if cuda:
             torch.cuda.synchronize()
         if step >= DECODE_WARMUP:

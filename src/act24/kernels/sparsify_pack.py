@@ -9,7 +9,7 @@ as cuSPARSELt does).
 Layout (see reference/cusparselt_layout.py): values row-major [M, K/2]; then 4-bit
 metadata in blocks of 64 rows x 32 columns, row r = 16s + 8h + i and group g = 4j + q
 of a block going to word 32s + 4i + q, nibble 2j + h. A program loads each block as four
-[32, 4*CB] sub-tiles, one per (h, j): the four nibbles of a word then sit in the same
+[32, CB, 4] sub-tiles, one per (h, j): the four nibbles of a word then sit in the same
 thread's registers at the same tile position, so words are assembled with shifts and ORs
 (no cross-thread reductions) and each is written once.
 """
@@ -63,11 +63,16 @@ def _flush_counts(ptr, groups, packed_counts):
 
 
 @triton.jit
-def _subtile(y1_ptr, vals_ptr, row_words, K, rows, groups, live, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
-    """Rows x groups of y1 (one int64 per group of 4): stores the kept pairs; returns the metadata
-    nibbles, the keep flags and the ranking keys."""
-    word = tl.load(y1_ptr + rows[:, None] * row_words + groups[None, :], mask=live, other=0,
+def _load(y1_ptr, row_words, rows, groups, live):
+    """Groups [CB, 4] (one int64 each: 32 contiguous bytes per c) of rows [32]."""
+    return tl.load(y1_ptr + rows[:, None, None] * row_words + groups[None, :, :], mask=live, other=0,
                    eviction_policy="evict_first")
+
+
+@triton.jit
+def _subtile(word, vals_ptr, K, rows, groups, live, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
+    """Selects in a loaded sub-tile and stores its kept pairs; returns the metadata nibbles, the keep
+    flags and the ranking keys."""
     lo = word.to(tl.int32)  # positions 0, 1
     hi = (word >> 32).to(tl.int32)  # positions 2, 3
     b0 = _squared(lo, 0, DTYPE, INTEGER_ROUNDING)
@@ -80,7 +85,7 @@ def _subtile(y1_ptr, vals_ptr, row_words, K, rows, groups, live, DTYPE: tl.const
     k2 = magnitude_key16(b2, DTYPE)
     k3 = magnitude_key16(b3, DTYPE)
     v0, v1, nibble, keep0, keep1, keep2, keep3 = select_2_of_4_keyed(k0, k1, k2, k3, b0, b1, b2, b3)
-    tl.store(vals_ptr + rows[:, None] * (K // 4) + groups[None, :], v0 | (v1 << 16), mask=live)
+    tl.store(vals_ptr + rows[:, None, None] * (K // 4) + groups[None, :, :], v0 | (v1 << 16), mask=live)
     return nibble, keep0, keep1, keep2, keep3, k0, k1, k2, k3
 
 
@@ -90,45 +95,56 @@ def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_wor
                           INTEGER_ROUNDING: tl.constexpr):
     """A column strip of 32*CB columns over up to BLOCKS row blocks of 64.
 
-    Sub-tile (h, j) holds rows 16s + 8h + i (tile row 8s + i) and groups 8c + 4j + q (tile column
-    4c + q) of a block: its word 32s + 4i + q of block c is at tile position (8s + i, 4c + q).
-    Counts stay element-wise in registers (8-bit fields) and are reduced over rows once at the end:
-    a reduction per block would put shared-memory round trips and barriers in the loop.
+    Sub-tile (h, j) of a block holds rows 16s + 8h + i (tile row 8s + i) and groups 8c + 4j + q
+    (tile position [8s + i, c, q]), where word 32s + 4i + q of the strip's block c is. The next
+    block's sub-tiles are loaded before this one's are processed: the selection is too short to
+    hide a load's latency by itself. Counts stay element-wise in registers (8-bit fields) and are
+    reduced over rows once at the end: a reduction per block would put barriers in the loop.
     """
     rho = tl.arange(0, 32)
-    gam = tl.arange(0, 4 * CB)
-    local_row = 16 * (rho // 8) + rho % 8  # + 8h
-    local_group = 8 * (gam // 4) + gam % 4  # + 4j
-    strip = tl.program_id(1) * 8 * CB
-    word_in_strip = (gam // 4)[None, :] * 128 + 4 * rho[:, None] + (gam % 4)[None, :]
-    kept0 = tl.zeros((32, 4 * CB), tl.int32)
-    kept1 = tl.zeros((32, 4 * CB), tl.int32)
-    nnz0 = tl.zeros((32, 4 * CB), tl.int32)
-    nnz1 = tl.zeros((32, 4 * CB), tl.int32)
+    c = tl.arange(0, CB)[:, None]
+    q = tl.arange(0, 4)[None, :]
+    groups0 = tl.program_id(1) * 8 * CB + 8 * c + q  # [CB, 4], j = 0; j = 1 is 4 groups on
+    groups1 = groups0 + 4
+    word_in_strip = c[None, :, :] * 128 + 4 * rho[:, None, None] + q[None, :, :]
+    kept0 = tl.zeros((32, CB, 4), tl.int32)
+    kept1 = tl.zeros((32, CB, 4), tl.int32)
+    nnz0 = tl.zeros((32, CB, 4), tl.int32)
+    nnz1 = tl.zeros((32, CB, 4), tl.int32)
     first = tl.program_id(0) * BLOCKS * 64
+    rows0 = (first + 16 * (rho // 8) + rho % 8).to(tl.int64)  # h = 0; h = 1 is 8 rows on
+    live = first < M  # M is a multiple of 64: a block is all in or all out
+    w00 = _load(y1_ptr, row_words, rows0, groups0, live)
+    w10 = _load(y1_ptr, row_words, rows0 + 8, groups0, live)
+    w01 = _load(y1_ptr, row_words, rows0, groups1, live)
+    w11 = _load(y1_ptr, row_words, rows0 + 8, groups1, live)
     for blk in range(BLOCKS):
         row0 = first + blk * 64
-        live = row0 < M  # M is a multiple of 64: a block is all in or all out
-        rows0 = (row0 + local_row).to(tl.int64)
-        rows1 = rows0 + 8
-        g0 = strip + local_group
-        g1 = g0 + 4
-        n00, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(y1_ptr, vals_ptr, row_words, K, rows0, g0, live, DTYPE, INTEGER_ROUNDING)
+        live = row0 < M
+        following = rows0 + 64
+        live_next = (row0 + 64 < M) & (blk + 1 < BLOCKS)
+        x00 = _load(y1_ptr, row_words, following, groups0, live_next)
+        x10 = _load(y1_ptr, row_words, following + 8, groups0, live_next)
+        x01 = _load(y1_ptr, row_words, following, groups1, live_next)
+        x11 = _load(y1_ptr, row_words, following + 8, groups1, live_next)
+        n00, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(w00, vals_ptr, K, rows0, groups0, live, DTYPE, INTEGER_ROUNDING)
         if COUNT:
             kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
             kept0 += kept
             nnz0 += nz
-        n10, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(y1_ptr, vals_ptr, row_words, K, rows1, g0, live, DTYPE, INTEGER_ROUNDING)
+        n10, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(w10, vals_ptr, K, rows0 + 8, groups0, live, DTYPE,
+                                                       INTEGER_ROUNDING)
         if COUNT:
             kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
             kept0 += kept
             nnz0 += nz
-        n01, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(y1_ptr, vals_ptr, row_words, K, rows0, g1, live, DTYPE, INTEGER_ROUNDING)
+        n01, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(w01, vals_ptr, K, rows0, groups1, live, DTYPE, INTEGER_ROUNDING)
         if COUNT:
             kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
             kept1 += kept
             nnz1 += nz
-        n11, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(y1_ptr, vals_ptr, row_words, K, rows1, g1, live, DTYPE, INTEGER_ROUNDING)
+        n11, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(w11, vals_ptr, K, rows0 + 8, groups1, live, DTYPE,
+                                                       INTEGER_ROUNDING)
         if COUNT:
             kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
             kept1 += kept
@@ -136,11 +152,13 @@ def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_wor
         words = n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)  # nibble 2j + h
         block = (row0 // 64).to(tl.int64) * (K // 32) + tl.program_id(1) * CB
         tl.store(meta_ptr + block * 128 + word_in_strip, words.to(tl.int16), mask=live)
+        w00, w10, w01, w11 = x00, x10, x01, x11
+        rows0 = following
     if COUNT:
-        _flush_counts(kept_ptr, strip + local_group, kept0)
-        _flush_counts(kept_ptr, strip + local_group + 4, kept1)
-        _flush_counts(nnz_ptr, strip + local_group, nnz0)
-        _flush_counts(nnz_ptr, strip + local_group + 4, nnz1)
+        _flush_counts(kept_ptr, groups0, kept0)
+        _flush_counts(kept_ptr, groups1, kept1)
+        _flush_counts(nnz_ptr, groups0, nnz0)
+        _flush_counts(nnz_ptr, groups1, nnz1)
 
 
 @dataclass(frozen=True)
