@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every published benchmark table in one 10-minute call on a 2-GPU machine.
-# GPU 0: the GPU tests, the FFN forward grid, prefill. GPU 1: the ~1B training throughput, then the
-# FFN training-step grid, one JSON per (d, H). (Loss parity takes longer: scripts/loss_parity.py.)
+# GPU 0: the GPU tests, the FFN forward grid. GPU 1: the ~1B training throughput, then the FFN
+# training-step grid, one JSON per (d, H). Then, alone on the host, prefill and decode: decode is
+# host-bound, and a second benchmark process slowed its steps up to 13x. (Loss parity takes longer:
+# scripts/loss_parity.py.)
 # Usage: ACT24_COMMIT=<sha> scripts/gpu_results.sh OUTDIR
 set -uo pipefail
 out=${1:?usage: $0 OUTDIR}
@@ -20,6 +22,6 @@ log="$out/gpu0.log"
 timeout 150 python3 -m pytest -m gpu tests -q -x -p no:cacheprovider > "$log" 2>&1
 tail -n 3 "$log"
 timeout 260 python3 -m act24 bench ffn --out "$out" >> "$log" 2>&1
-timeout 150 python3 -m act24 bench prefill --out "$out" >> "$log" 2>&1
 wait
+timeout 150 python3 -m act24 bench prefill --out "$out" >> "$log" 2>&1
 tail -n 30 "$log" "$out/gpu1.log"

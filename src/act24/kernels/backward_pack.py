@@ -177,7 +177,7 @@ def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
 
 
 def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor, dense_features: torch.Tensor,
-                  *, token_blocks_per_program: int = 1, num_warps: int = 2) -> BackwardOperands:
+                  *, token_blocks_per_program: int = 2, num_warps: int = 2) -> BackwardOperands:
     """The backward's 2:4 operands from the forward's packed activation and dy2 = dy3 @ W2.
 
     packed_a: [T, H*9/16], from `sparsify_pack`; dy2: [T, H] (same dtype); perm: the token

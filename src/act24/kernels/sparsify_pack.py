@@ -183,8 +183,8 @@ def check_sparsify_input(y1: torch.Tensor) -> None:
         raise ValueError(f"y1 must have unit stride along its last dimension and a row stride that is a multiple of 4, got strides {y1.stride()}")
 
 
-def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: int = 16, cols_per_program: int = 1,
-                  num_warps: int = 4) -> PackedActivation:
+def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: int = 8, cols_per_program: int = 2,
+                  num_warps: int = 8) -> PackedActivation:
     """Pack relu(y1)**2 under the token-wise 2:4 mask for `torch._cslt_sparse_mm`, counting per feature
     unless `count` is False (inference without statistics: the counting is a fifth of the kernel's work).
 
