@@ -10,7 +10,6 @@ and greedy-token agreement.
 
 from __future__ import annotations
 
-import inspect
 import statistics
 import time
 
@@ -63,32 +62,38 @@ def mlp_stats(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:
     return (sum(s.activation_sparsity for s in stats) / len(stats), sum(s.dropped_fraction for s in stats) / len(stats))
 
 
-def decode_tokens_per_s(model, ids, steps: int = DECODE_STEPS) -> dict[str, float]:
-    """Decode speed of both modes after the prompt `ids`: the latency of one greedy token (a model
-    call on the KV cache, synchronised), with the modes alternating token by token (dense, sparse,
-    sparse, dense, ...) on one cache, so clock and host drift fall on both alike; tokens/s is 1 over
-    each mode's median latency. The generate() loop around it is the same code in both modes."""
-    from transformers import DynamicCache
+class _AlternatingModes:
+    """A generate() stopping criterion that never stops: it is called once per new token, so it
+    times each token and switches the FFNs' mode for the next one (dense, sparse, sparse, dense, ...)."""
 
-    cuda = ids.device.type == "cuda"
-    cache = DynamicCache(config=model.config)
-    # transformers renamed the forward's cache argument (past_key_values -> cache)
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    token = model(ids, use_cache=True, logits_to_keep=1, **{cache_arg: cache}).logits[:, -1:].argmax(-1)
-    samples: dict[str, list[float]] = {"dense": [], "sparse": []}
-    order = ("dense", "sparse", "sparse", "dense")
-    for step in range(DECODE_WARMUP + 2 * steps):
-        mode = order[step % 4]
-        set_sparse(model, mode == "sparse")
-        if cuda:
+    def __init__(self, model):
+        self.model, self.step, self.mode, self.started = model, 0, None, None
+        self.samples: dict[str, list[float]] = {"dense": [], "sparse": []}
+
+    def __call__(self, input_ids, scores, **kwargs):
+        if input_ids.device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
-        token = model(token, use_cache=True, **{cache_arg: cache}).logits[:, -1:].argmax(-1)
-        if cuda:
-            torch.cuda.synchronize()
-        if step >= DECODE_WARMUP:
-            samples[mode].append(time.perf_counter() - start)
-    return {mode: 1 / statistics.median(v) for mode, v in samples.items()}
+        if self.started is not None and self.step > DECODE_WARMUP:
+            self.samples[self.mode].append(time.perf_counter() - self.started)
+        self.mode = ("dense", "sparse", "sparse", "dense")[self.step % 4]
+        set_sparse(self.model, self.mode == "sparse")
+        self.step += 1
+        self.started = time.perf_counter()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def decode_tokens_per_s(model, ids, steps: int = DECODE_STEPS) -> dict[str, float]:
+    """Decode speed of both modes after the prompt `ids`, inside one greedy generate() call: each
+    new token's latency (forward on the KV cache plus generate's own per-token work) is timed,
+    with the modes alternating token by token so that clock and host drift fall on both alike;
+    tokens/s is 1 over each mode's median latency."""
+    from transformers import StoppingCriteriaList
+
+    timer = _AlternatingModes(model)
+    new_tokens = DECODE_WARMUP + 2 * steps + 1
+    model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
+                   stopping_criteria=StoppingCriteriaList([timer]))
+    return {mode: 1 / statistics.median(v) for mode, v in timer.samples.items()}
 
 
 def agreement(model, ids) -> dict:
