@@ -70,9 +70,10 @@ def _load(y1_ptr, row_words, rows, groups, live):
 
 
 @triton.jit
-def _subtile(word, vals_ptr, K, rows, groups, live, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
-    """Selects in a loaded sub-tile and stores its kept pairs; returns the metadata nibbles, the keep
-    flags and the ranking keys."""
+def _pack_subtile(word, vals_ptr, K, rows, groups, live, kept_acc, nnz_acc,
+                  COUNT: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
+    """Selects in a loaded sub-tile and stores its kept pairs; returns the metadata nibbles and the
+    counters with this sub-tile's flags added (unchanged without COUNT)."""
     lo = word.to(tl.int32)  # positions 0, 1
     hi = (word >> 32).to(tl.int32)  # positions 2, 3
     b0 = _squared(lo, 0, DTYPE, INTEGER_ROUNDING)
@@ -86,7 +87,11 @@ def _subtile(word, vals_ptr, K, rows, groups, live, DTYPE: tl.constexpr, INTEGER
     k3 = magnitude_key16(b3, DTYPE)
     v0, v1, nibble, keep0, keep1, keep2, keep3 = select_2_of_4_keyed(k0, k1, k2, k3, b0, b1, b2, b3)
     tl.store(vals_ptr + rows[:, None, None] * (K // 4) + groups[None, :, :], v0 | (v1 << 16), mask=live)
-    return nibble, keep0, keep1, keep2, keep3, k0, k1, k2, k3
+    if COUNT:
+        kept, nz = _flags(keep0, keep1, keep2, keep3, k0, k1, k2, k3)
+        kept_acc += kept
+        nnz_acc += nz
+    return nibble, kept_acc, nnz_acc
 
 
 @triton.jit
@@ -127,28 +132,14 @@ def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_wor
         x10 = _load(y1_ptr, row_words, following + 8, groups0, live_next)
         x01 = _load(y1_ptr, row_words, following, groups1, live_next)
         x11 = _load(y1_ptr, row_words, following + 8, groups1, live_next)
-        n00, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(w00, vals_ptr, K, rows0, groups0, live, DTYPE, INTEGER_ROUNDING)
-        if COUNT:
-            kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
-            kept0 += kept
-            nnz0 += nz
-        n10, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(w10, vals_ptr, K, rows0 + 8, groups0, live, DTYPE,
-                                                       INTEGER_ROUNDING)
-        if COUNT:
-            kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
-            kept0 += kept
-            nnz0 += nz
-        n01, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(w01, vals_ptr, K, rows0, groups1, live, DTYPE, INTEGER_ROUNDING)
-        if COUNT:
-            kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
-            kept1 += kept
-            nnz1 += nz
-        n11, a0, a1, a2, a3, k0, k1, k2, k3 = _subtile(w11, vals_ptr, K, rows0 + 8, groups1, live, DTYPE,
-                                                       INTEGER_ROUNDING)
-        if COUNT:
-            kept, nz = _flags(a0, a1, a2, a3, k0, k1, k2, k3)
-            kept1 += kept
-            nnz1 += nz
+        n00, kept0, nnz0 = _pack_subtile(w00, vals_ptr, K, rows0, groups0, live, kept0, nnz0,
+                                         COUNT, DTYPE, INTEGER_ROUNDING)
+        n10, kept0, nnz0 = _pack_subtile(w10, vals_ptr, K, rows0 + 8, groups0, live, kept0, nnz0,
+                                         COUNT, DTYPE, INTEGER_ROUNDING)
+        n01, kept1, nnz1 = _pack_subtile(w01, vals_ptr, K, rows0, groups1, live, kept1, nnz1,
+                                         COUNT, DTYPE, INTEGER_ROUNDING)
+        n11, kept1, nnz1 = _pack_subtile(w11, vals_ptr, K, rows0 + 8, groups1, live, kept1, nnz1,
+                                         COUNT, DTYPE, INTEGER_ROUNDING)
         words = n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)  # nibble 2j + h
         block = (row0 // 64).to(tl.int64) * (K // 32) + tl.program_id(1) * CB
         tl.store(meta_ptr + block * 128 + word_in_strip, words.to(tl.int16), mask=live)
