@@ -4,18 +4,15 @@ python scripts/steady_state_forward.py OUTDIR [T d H]
 """
 
 import json
-import pathlib
 import sys
 
 import torch
 
 from act24 import functional
-from act24.bench.common import median_ms
+from act24.bench.common import header, median_ms, write_result
 from act24.bench.ffn_forward import realistic_operands
 from act24.reference import dense_ffn
 
-out = pathlib.Path(sys.argv[1])
-out.mkdir(parents=True, exist_ok=True)
 T, d, H = (int(v) for v in sys.argv[2:5]) if len(sys.argv) >= 5 else (16384, 4096, 16384)
 x, w1, w2 = realistic_operands(T, d, H)
 compiled = torch.compile(dense_ffn)
@@ -38,4 +35,4 @@ with torch.inference_mode():
             loops.append(s.elapsed_time(e) / 20)
         res[name] = {"back_to_back_ms": sorted(loops)[2], "do_bench_median_ms": median_ms(fn)}
 print(json.dumps(res, indent=1))
-(out / "steady_state_forward.json").write_text(json.dumps(res, indent=1))
+write_result(sys.argv[1], "steady_state_forward", {**header(), "T": T, "d": d, "H": H, "timings": res})

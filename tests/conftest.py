@@ -35,6 +35,19 @@ def adversarial_groups(rows: int, groups: int, dtype=torch.float32, seed: int = 
     return x.reshape(rows, groups * 4).to(dtype)
 
 
+def decoded_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
+    """CPU stand-in for the cuSPARSELt 2:4 GEMM: the packed [m, b.shape[0]] operand decoded, times b."""
+    from act24.reference.cusparselt_layout import unpack_dense
+
+    return (unpack_dense(packed.reshape(m, -1), m, b.shape[0]).float() @ b.float()).to(b.dtype)
+
+
+def assert_equal_with_nan(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal values, NaN where expected has NaN (payloads aside)."""
+    assert torch.equal(got.isnan(), expected.isnan())
+    assert torch.equal(got.nan_to_num(), expected.nan_to_num())
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """Relative L2 difference of a from b, in float64."""
     return ((a.double() - b.double()).norm() / b.double().norm()).item()

@@ -7,14 +7,9 @@ import torch
 import act24
 from act24 import reference as ref
 from act24.ffn import backend as B
-from act24.reference.cusparselt_layout import unpack_dense
-from conftest import rel_err
+from conftest import decoded_mm, rel_err
 
 BF16 = torch.bfloat16
-
-
-def _decoded_mm(packed, b, m):
-    return (unpack_dense(packed.reshape(m, -1), m, b.shape[0]).float() @ b.float()).to(b.dtype)
 
 
 @pytest.fixture
@@ -24,7 +19,7 @@ def fast_backend(monkeypatch):
     fast, dense = B.Backend("cusparselt", "test"), B.Backend("dense-fallback", "32-bit")
     monkeypatch.setattr(B, "backend_for", lambda device, dtype=BF16: fast if dtype in (BF16, torch.float16) else dense)
     calls = []
-    monkeypatch.setattr("act24.gemm.cusparselt.sparse_mm", lambda p, b, m: calls.append((m, *b.shape)) or _decoded_mm(p, b, m))
+    monkeypatch.setattr("act24.gemm.cusparselt.sparse_mm", lambda p, b, m: calls.append((m, *b.shape)) or decoded_mm(p, b, m))
     return calls
 
 

@@ -7,7 +7,7 @@ from act24 import reference as ref
 from act24.kernels.backward_pack import backward_pack
 from act24.kernels.sparsify_pack import sparsify_pack
 from act24.reference.cusparselt_layout import from_cusparselt_layout
-from conftest import adversarial_groups, relu2_inputs
+from conftest import adversarial_groups, assert_equal_with_nan, relu2_inputs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -18,11 +18,6 @@ def _decode(packed, M, K):
     pairs = idx.reshape(M, K // 4, 2).long()
     assert (pairs[..., 0] < pairs[..., 1]).all(), "metadata with invalid position pairs (unwritten words?)"
     return ref.decompress(ref.CompressedOperand(vals, idx.long())), idx
-
-
-def _same(got, expected):
-    assert torch.equal(got.isnan(), expected.isnan())
-    assert torch.equal(got.nan_to_num(), expected.nan_to_num())
 
 
 def _featurewise(x, perm):
@@ -64,10 +59,10 @@ def test_backward_operands_equal_the_reference(T, H, nb, num_dense, dtype):
     # feature-wise operands: 2:4 along perm-ordered tokens on top of the forward mask
     for got, x in ((out.dy1_featurewise, dy1), (out.a_featurewise, a)):
         dense_got, _ = _decode(got, H, T)
-        _same(dense_got, _featurewise(x, perm))
+        assert_equal_with_nan(dense_got, _featurewise(x, perm))
     # the dense features, exact, rows in perm order
-    _same(out.dy1_dense.cpu(), dy1[perm][:, dense].t())
-    _same(out.a_dense.cpu(), a[perm][:, dense].t())
+    assert_equal_with_nan(out.dy1_dense.cpu(), dy1[perm][:, dense].t())
+    assert_equal_with_nan(out.a_dense.cpu(), a[perm][:, dense].t())
 
 
 def test_featurewise_selection_never_readmits_what_the_forward_dropped():
@@ -104,7 +99,7 @@ def test_featurewise_selection_ranks_nan_like_inf(dtype):
     dy1 = torch.where(a != 0, dy2 * 2 * a.sqrt(), torch.zeros((), dtype=dtype))
     for got, x in ((out.a_featurewise, a), (out.dy1_featurewise, dy1)):
         dense_got, _ = _decode(got, H, T)
-        _same(dense_got, _featurewise(x, perm))
+        assert_equal_with_nan(dense_got, _featurewise(x, perm))
     dense_a, _ = _decode(out.a_featurewise, H, T)
     assert dense_a[0, :4].tolist() == [inf, inf, 0.0, 0.0]
     assert dense_a[4, 4].isnan() and dense_a[4, 5:8].tolist() == [inf, 0.0, 0.0]

@@ -6,7 +6,7 @@ import torch
 from act24 import reference as ref
 from act24.reference.cusparselt_layout import compress_reference, from_cusparselt_layout
 from act24.kernels.sparsify_pack import MAX_BLOCKS_PER_PROGRAM, sparsify_pack
-from conftest import relu2_inputs
+from conftest import assert_equal_with_nan, relu2_inputs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -39,8 +39,7 @@ def test_packed_bytes_equal_the_reference(M, K, blocks, cols, dtype):
     # decoded operand is the masked activation, NaN and Inf included
     vals, idx = from_cusparselt_layout(out.packed.cpu().reshape(M, -1), M, K)
     dense = ref.decompress(ref.CompressedOperand(vals, idx))
-    assert torch.equal(dense.isnan(), a.isnan())
-    assert torch.equal(dense.nan_to_num(), a.nan_to_num())
+    assert_equal_with_nan(dense, a)
     assert out.kept_per_feature.cpu().tolist() == (a != 0).sum(0).tolist()
     assert out.nonzeros_per_feature.cpu().tolist() == (y2 != 0).sum(0).tolist()
 

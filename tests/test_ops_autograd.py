@@ -6,14 +6,14 @@ import torch
 from act24 import reference as ref
 from act24.ops import sparse_ffn_ops
 from act24.reference.cusparselt_layout import unpack_dense
+from conftest import decoded_mm
 
 
 @pytest.fixture
 def decoded_gemm(monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("CPU stand-in for the cuSPARSELt GEMM")
-    monkeypatch.setattr("act24.gemm.cusparselt.sparse_mm",
-                        lambda p, b, m: (unpack_dense(p, m, b.shape[0]).float() @ b.float()).to(b.dtype))
+    monkeypatch.setattr("act24.gemm.cusparselt.sparse_mm", decoded_mm)
 
 
 def test_sparse_mm_gradient_for_the_dense_operand(decoded_gemm):
