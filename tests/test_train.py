@@ -95,6 +95,13 @@ def test_refuses_to_overwrite_or_resume_into_another_model(text_dir, tmp_path):
         Trainer(SMALL, _cfg(3), corpus, tmp_path / "new", torch.device("cpu"), resume=True, progress=False)
 
 
+def test_cuda_graphs_refuse_what_they_cannot_capture(text_dir, tmp_path):
+    cfg = TrainConfig(steps=3, batch_size=4, cuda_graphs=True)
+    with pytest.raises(ValueError, match="--cuda-graphs needs one CUDA device"):
+        Trainer(SMALL, cfg, load_corpus(text_dir), tmp_path / "g", torch.device("cpu"), progress=False)
+    assert not (tmp_path / "g" / "checkpoint.pt").exists()
+
+
 def test_bad_data(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_corpus(tmp_path / "missing")

@@ -41,6 +41,7 @@ def _train(args, device, dist) -> int:
             seed=args.seed,
             compile=args.compile,
             activation_checkpointing=args.activation_checkpointing,
+            cuda_graphs=args.cuda_graphs,
         )
         corpus = load_corpus(args.data)
         if main:
@@ -87,5 +88,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--compile", action="store_true", help="torch.compile each block (fullgraph)")
     p.add_argument("--activation-checkpointing", action="store_true", help="recompute blocks in the backward")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay each training step from a CUDA graph, captured again when the FFNs turn 2:4 "
+                        "(one GPU; removes the per-step host cost that makes small sparse models slow)")
     p.epilog = "Under torchrun --nproc_per_node N, trains data-parallel with FSDP2 (--batch-size is global)."
     p.set_defaults(run=run)

@@ -37,6 +37,7 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False  # torch.compile each block (fullgraph)
     activation_checkpointing: bool = False  # recompute blocks in the backward
+    cuda_graphs: bool = False  # replay each step from a CUDA graph (one GPU; small models gain most)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval"):
@@ -67,6 +68,11 @@ class Trainer:
         self.dist = dist
         self.is_main = dist is None or dist.is_main
         self.progress = progress and self.is_main
+        if cfg.cuda_graphs and (device.type != "cuda" or dist is not None or cfg.compile
+                                or cfg.activation_checkpointing):
+            raise ValueError("--cuda-graphs needs one CUDA device, without torchrun, --compile or "
+                             f"--activation-checkpointing (device {device}, {'torchrun' if dist else 'one process'}, "
+                             f"compile={cfg.compile}, activation_checkpointing={cfg.activation_checkpointing})")
         if dist is not None and cfg.batch_size % dist.world_size:
             raise ValueError(f"batch size {cfg.batch_size} (global) must be a multiple of the {dist.world_size} ranks")
         ckpt_path = self.out_dir / (checkpoint.NAME if dist is None else checkpoint.SHARDED_NAME)
@@ -98,6 +104,12 @@ class Trainer:
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda" and dist is None,
         )
+        self.graphed = None
+        if cfg.cuda_graphs:
+            from .graphed_step import GraphedStep
+
+            self.graphed = GraphedStep(self.model, self.optimizer, cfg.grad_clip,
+                                       dict(device_type="cuda", dtype=torch.bfloat16))
         self.train_batches = BatchSampler(corpus.train, model_cfg.seq_len, cfg.batch_size, cfg.seed, "train")
         BatchSampler(corpus.val, model_cfg.seq_len, cfg.batch_size, cfg.seed, "validation")  # fails early if too short
         self.corpus = corpus
@@ -114,6 +126,11 @@ class Trainer:
                 checkpoint.load_sharded(ckpt_path, self.model, self.optimizer, rng)
                 self.train_batches.generator.set_state(rng["data_rng"])
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+        for group in self.optimizer.param_groups:  # a checkpoint's groups carry the run's settings: use this run's
+            group["capturable"] = cfg.cuda_graphs
+            # a graph reads the learning rate from device memory; the eager loop sets a number
+            lr0 = float(group["lr"])
+            group["lr"] = torch.tensor(lr0, dtype=torch.float32, device=device) if cfg.cuda_graphs else lr0
             if self.is_main:
                 self._truncate_metrics(self.step)
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -179,19 +196,25 @@ class Trainer:
     def _train_step(self, track_stats: bool) -> tuple[float, list, float, bool]:
         sparse_now = self.warmup.update(self.step) if self.warmup is not None else False
         ffns = self.model.ffn_modules()
-        for f in ffns:
-            f.track_stats = track_stats
+        for f in ffns:  # a graph is captured once: with the statistics, read when logging
+            f.track_stats = track_stats or self.graphed is not None
         lr = learning_rate(self.step, peak=self.cfg.lr, warmup=self.cfg.resolved_lr_warmup, total=self.cfg.steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
         self._rng_at_step_start = self.train_batches.generator.get_state()
         x, y = self._local(*self.train_batches.sample(self.device))
-        with torch.autocast(**self.autocast):
-            _, loss = self.model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.graphed is not None:
+            loss = self.graphed.step(x, y, sparse_now)
+        else:
+            with torch.autocast(**self.autocast):
+                _, loss = self.model(x, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self._rng_at_step_start = None  # the step is complete
         self.tokens_seen += x.numel() * (1 if self.dist is None else self.dist.world_size)

@@ -1,0 +1,63 @@
+"""The training step replayed from a CUDA graph: forward, backward, clipping and the optimizer step
+captured once per FFN mode (dense warm-up, then 2:4) and replayed on new batches.
+
+A replay skips the step's host work: Python, kernel launches and cuSPARSELt's per-call plan
+building, which dominate small models (docs/performance.md). Needs a capturable optimizer with a
+tensor learning rate (set before each replay) and gradients left unset before the capture, so
+that the captured backward writes them instead of accumulating into them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EAGER_STEPS = 2  # real steps run eagerly after each mode change, before the capture: they compile
+# kernels, search cuSPARSELt algorithms and fill the token-grouping cache, none of which may run
+# inside a capture
+
+
+class GraphedStep:
+    """Runs training steps for one model and optimizer; `step(x, y, mode)` returns the loss tensor
+    (updated by every replay: read it only when needed, each read waits for the GPU)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float, autocast: dict):
+        self.model, self.optimizer, self.grad_clip = model, optimizer, grad_clip
+        # autocast's cast-weight cache would keep tensors from the capture: the docs' rule for graphs
+        self.autocast = {**autocast, "cache_enabled": False}
+        self.mode = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_left = 0
+        self.static_x = self.static_y = self.static_loss = None
+
+    def _body(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(**self.autocast):
+            _, loss = self.model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        return loss.detach()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, mode) -> torch.Tensor:
+        if mode != self.mode:  # a new FFN mode runs other kernels: drop the graph, warm up again
+            self.mode, self.graph, self.eager_left = mode, None, EAGER_STEPS
+            self.optimizer.zero_grad(set_to_none=True)  # the old graph's gradients are not ours to add to
+        if self.eager_left:
+            self.eager_left -= 1
+            # on a side stream, as capture requires of the work before it
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                loss = self._body(x, y)
+                self.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.current_stream().wait_stream(side)
+            return loss
+        if self.graph is None:
+            self.static_x, self.static_y = x.clone(), y.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_loss = self._body(self.static_x, self.static_y)
+        else:
+            self.static_x.copy_(x)
+            self.static_y.copy_(y)
+        self.graph.replay()  # the capture recorded this step's work without running it
+        return self.static_loss
