@@ -17,17 +17,20 @@ EAGER_STEPS = 2  # real steps run eagerly after each mode change, before the cap
 
 
 class GraphedStep:
-    """Runs training steps for one model and optimizer; `step(x, y, mode)` returns the loss tensor
-    (updated by every replay: read it only when needed, each read waits for the GPU)."""
+    """Runs training steps for one model and optimizer; `step(x, y, mode, stats)` returns the loss
+    tensor (updated by every replay: read it only when needed, each read waits for the GPU).
+
+    One graph per FFN mode and statistics flag: steps that log read the FFN statistics, which the
+    other steps skip (in dense mode they cost as much as the FFN), so those get their own graph.
+    """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float, autocast: dict):
         self.model, self.optimizer, self.grad_clip = model, optimizer, grad_clip
         # autocast's cast-weight cache would keep tensors from the capture: the docs' rule for graphs
         self.autocast = {**autocast, "cache_enabled": False}
         self.mode = None
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graphs: dict[bool, tuple] = {}  # stats -> (graph, static x, static y, static loss)
         self.eager_left = 0
-        self.static_x = self.static_y = self.static_loss = None
 
     def _body(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(**self.autocast):
@@ -37,10 +40,11 @@ class GraphedStep:
         self.optimizer.step()
         return loss.detach()
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, mode) -> torch.Tensor:
-        if mode != self.mode:  # a new FFN mode runs other kernels: drop the graph, warm up again
-            self.mode, self.graph, self.eager_left = mode, None, EAGER_STEPS
-            self.optimizer.zero_grad(set_to_none=True)  # the old graph's gradients are not ours to add to
+    def step(self, x: torch.Tensor, y: torch.Tensor, mode, stats: bool) -> torch.Tensor:
+        """One step; the FFNs' track_stats must already be `stats`."""
+        if mode != self.mode:  # a new FFN mode runs other kernels: drop the graphs, warm up again
+            self.mode, self.graphs, self.eager_left = mode, {}, EAGER_STEPS
+            self.optimizer.zero_grad(set_to_none=True)  # the old graphs' gradients are not ours to add to
         if self.eager_left:
             self.eager_left -= 1
             # on a side stream, as capture requires of the work before it
@@ -51,13 +55,18 @@ class GraphedStep:
                 self.optimizer.zero_grad(set_to_none=True)
             torch.cuda.current_stream().wait_stream(side)
             return loss
-        if self.graph is None:
-            self.static_x, self.static_y = x.clone(), y.clone()
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.static_loss = self._body(self.static_x, self.static_y)
-        else:
-            self.static_x.copy_(x)
-            self.static_y.copy_(y)
-        self.graph.replay()  # the capture recorded this step's work without running it
-        return self.static_loss
+        if stats not in self.graphs:
+            # the capture must see no gradients, so that its backward writes them (an earlier graph
+            # keeps writing its own, at the addresses it captured)
+            self.optimizer.zero_grad(set_to_none=True)
+            static_x, static_y, graph = x.clone(), y.clone(), torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_loss = self._body(static_x, static_y)
+            self.graphs[stats] = (graph, static_x, static_y, static_loss)
+            graph.replay()  # the capture recorded this step's work without running it
+            return static_loss
+        graph, static_x, static_y, static_loss = self.graphs[stats]
+        static_x.copy_(x)
+        static_y.copy_(y)
+        graph.replay()
+        return static_loss

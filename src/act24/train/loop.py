@@ -196,8 +196,8 @@ class Trainer:
     def _train_step(self, track_stats: bool) -> tuple[float, list, float, bool]:
         sparse_now = self.warmup.update(self.step) if self.warmup is not None else False
         ffns = self.model.ffn_modules()
-        for f in ffns:  # a graph is captured once: with the statistics, read when logging
-            f.track_stats = track_stats or self.graphed is not None
+        for f in ffns:
+            f.track_stats = track_stats
         lr = learning_rate(self.step, peak=self.cfg.lr, warmup=self.cfg.resolved_lr_warmup, total=self.cfg.steps)
         for group in self.optimizer.param_groups:
             if isinstance(group["lr"], torch.Tensor):
@@ -207,7 +207,7 @@ class Trainer:
         self._rng_at_step_start = self.train_batches.generator.get_state()
         x, y = self._local(*self.train_batches.sample(self.device))
         if self.graphed is not None:
-            loss = self.graphed.step(x, y, sparse_now)
+            loss = self.graphed.step(x, y, sparse_now, track_stats)
         else:
             with torch.autocast(**self.autocast):
                 _, loss = self.model(x, y)
