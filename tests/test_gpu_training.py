@@ -117,8 +117,10 @@ def test_sparse_training_step_replays_from_a_cuda_graph():
 
 @pytest.mark.gpu
 def test_trainer_with_cuda_graphs_follows_the_eager_trajectory(text_dir, tmp_path):
-    """Dense steps, the switch to 2:4, evaluations and checkpoints between replays: the same losses
-    as the eager loop (a stale learning rate or accumulated gradients would not be)."""
+    """Dense steps, the switch to 2:4, both graphs (logging and plain steps), evaluations right after
+    logging steps, checkpoints, and a resume between replays: the eager loop's losses and logged
+    sparsity (a stale learning rate, accumulated gradients or statistics overwritten by an
+    evaluation would not give them)."""
     import json
 
     from act24.model import ModelConfig
@@ -126,15 +128,33 @@ def test_trainer_with_cuda_graphs_follows_the_eager_trajectory(text_dir, tmp_pat
 
     model_cfg = ModelConfig(d_model=64, n_layers=2, n_heads=2, seq_len=64, hidden=256)
     corpus = load_corpus(text_dir)
-    losses = {}
-    for graphs in (False, True):
-        cfg = TrainConfig(steps=14, batch_size=4, log_interval=1, eval_interval=5, eval_batches=2,
-                          checkpoint_interval=5, dense_warmup_steps=5, cuda_graphs=graphs)
-        out = tmp_path / str(graphs)
-        Trainer(model_cfg, cfg, corpus, out, torch.device("cuda"), progress=False).run()
+
+    def config(graphs):
+        return TrainConfig(steps=16, batch_size=4, log_interval=2, eval_interval=4, eval_batches=2,
+                           checkpoint_interval=4, dense_warmup_steps=6, cuda_graphs=graphs)
+
+    def logged(out):
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        losses[graphs] = [r.get("loss", r.get("val_loss")) for r in rows]
-        assert [r["sparse"] for r in rows if "loss" in r][4:6] == [False, True]
-    eager, graphed = torch.tensor(losses[False]), torch.tensor(losses[True])
+        return rows, torch.tensor([r.get("loss", r.get("val_loss")) for r in rows])
+
+    runs = {}
+    for graphs in (False, True):
+        out = tmp_path / str(graphs)
+        Trainer(model_cfg, config(graphs), corpus, out, torch.device("cuda"), progress=False).run()
+        runs[graphs] = logged(out)
+    (eager_rows, eager), (graph_rows, graphed) = runs[False], runs[True]
+    assert [r["sparse"] for r in graph_rows if "loss" in r][2:4] == [False, True]
     assert eager.shape == graphed.shape and torch.isfinite(graphed).all()
     torch.testing.assert_close(graphed, eager, rtol=2e-3, atol=0)
+    sparsity = lambda rows: torch.tensor([r["act_sparsity"] for r in rows if "act_sparsity" in r])
+    torch.testing.assert_close(sparsity(graph_rows), sparsity(eager_rows), rtol=0, atol=1e-2)
+
+    # interrupted at step 10 (after a checkpoint at 8) and resumed, with graphs: the same run
+    out = tmp_path / "resumed"
+    trainer = Trainer(model_cfg, config(True), corpus, out, torch.device("cuda"), progress=False)
+    step = trainer._train_step
+    trainer._train_step = lambda track_stats: (_ for _ in ()).throw(KeyboardInterrupt) if trainer.step == 10 else step(track_stats)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    Trainer(model_cfg, config(True), corpus, out, torch.device("cuda"), resume=True, progress=False).run()
+    torch.testing.assert_close(logged(out)[1], graphed, rtol=2e-3, atol=0)

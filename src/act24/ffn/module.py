@@ -120,7 +120,8 @@ class SquaredReLUFFNBase(nn.Module):
         training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w1, w2, b1, b2))
         if not training and x.is_cuda and not dispatch.use_sparse(x.shape[0], self.d, self.hidden):
             # below the dispatch threshold a GPU runs inference densely on every backend: decided before
-            # sparse_path, whose lookups cost ~1.5% of a decode step's host time on the H200
+            # sparse_path, whose lookups cost ~1.5% of a decode step's host time on the H200 (so the
+            # backend's self-check and any fallback warning come with the first call above it)
             return self._dense(x, w1, w2, b1, b2, want_stats)
         exact = training or dispatch.sparse_threshold() == 0  # 0: "2:4 wherever it can run", e.g. evaluation
         path = sparse_path(x.device, x.dtype, exact, self.d, self.hidden, training and b1 is not None)

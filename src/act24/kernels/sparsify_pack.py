@@ -193,7 +193,7 @@ def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: i
     while K % (COL_BLOCK * cols_per_program):
         cols_per_program //= 2
     packed = torch.empty(M, K * 9 // 16, dtype=y1.dtype, device=y1.device)
-    # separate buffers: the custom ops return both, and their outputs may not alias
+    # two buffers, not views of one: the custom ops return both, and their outputs may not alias
     kept, nonzeros = (torch.zeros(K if count else 0, dtype=torch.int32, device=y1.device) for _ in range(2))
     # a group of 4 values is one int64: each thread selects whole groups, nothing is shuffled
     y1_groups = y1.view(torch.int64)

@@ -22,6 +22,10 @@ class GraphedStep:
 
     One graph per FFN mode and statistics flag: steps that log read the FFN statistics, which the
     other steps skip (in dense mode they cost as much as the FFN), so those get their own graph.
+    A replay runs no Python: the FFNs' `last_stats` read the tensors the capture left in place
+    (valid until a forward outside the graph tracks statistics), and stats hooks are not called.
+    Each graph keeps its own memory pool: activation memory twice over, fine for the small models
+    graphs are for.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float, autocast: dict):

@@ -100,16 +100,11 @@ class Trainer:
             distributed.shard(self.model, device)
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        fused = device.type == "cuda" and dist is None
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda" and dist is None,
+            lr=cfg.lr, betas=(0.9, 0.95), fused=fused,
         )
-        self.graphed = None
-        if cfg.cuda_graphs:
-            from .graphed_step import GraphedStep
-
-            self.graphed = GraphedStep(self.model, self.optimizer, cfg.grad_clip,
-                                       dict(device_type="cuda", dtype=torch.bfloat16))
         self.train_batches = BatchSampler(corpus.train, model_cfg.seq_len, cfg.batch_size, cfg.seed, "train")
         BatchSampler(corpus.val, model_cfg.seq_len, cfg.batch_size, cfg.seed, "validation")  # fails early if too short
         self.corpus = corpus
@@ -126,17 +121,31 @@ class Trainer:
                 checkpoint.load_sharded(ckpt_path, self.model, self.optimizer, rng)
                 self.train_batches.generator.set_state(rng["data_rng"])
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
-        for group in self.optimizer.param_groups:  # a checkpoint's groups carry the run's settings: use this run's
-            group["capturable"] = cfg.cuda_graphs
-            # a graph reads the learning rate from device memory; the eager loop sets a number
-            lr0 = float(group["lr"])
-            group["lr"] = torch.tensor(lr0, dtype=torch.float32, device=device) if cfg.cuda_graphs else lr0
             if self.is_main:
                 self._truncate_metrics(self.step)
+        self._set_optimizer_mode(fused, cfg.cuda_graphs, device)
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        self.graphed = None
+        if cfg.cuda_graphs:
+            from .graphed_step import GraphedStep
+
+            self.graphed = GraphedStep(self.model, self.optimizer, cfg.grad_clip, self.autocast)
         self.warmup = DenseWarmup(self.model, cfg.resolved_dense_warmup) if model_cfg.ffn == "relu2-sparse" else None
 
     # -- pieces -------------------------------------------------------------------------
+    def _set_optimizer_mode(self, fused: bool, capturable: bool, device: torch.device) -> None:
+        """This run's AdamW settings: a checkpoint's param groups carry those of the run that saved it
+        (another device, with or without CUDA graphs)."""
+        for group in self.optimizer.param_groups:
+            group["fused"], group["capturable"] = fused, capturable
+            lr = float(group["lr"])
+            # a graph reads the learning rate from device memory; the eager loop sets a number
+            group["lr"] = torch.tensor(lr, dtype=torch.float32, device=device) if capturable else lr
+            for p in group["params"]:
+                step = self.optimizer.state.get(p, {}).get("step")
+                if step is not None and (fused or capturable):  # these implementations count steps on the device
+                    self.optimizer.state[p]["step"] = step.to(device=p.device, dtype=torch.float32)
+
     def _truncate_metrics(self, step: int) -> None:
         """A resumed run rewrites what came after its checkpoint."""
         path = self.out_dir / "metrics.jsonl"
@@ -172,6 +181,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> float:
         self.model.eval()
+        for f in self.model.ffn_modules():  # no statistics here: a graph's logged ones must stay in place
+            f.track_stats = False
         batches = BatchSampler(self.corpus.val, self.model_cfg.seq_len, self.cfg.batch_size, 1234, "validation")
         losses = []
         # evaluate the FFN as it trains: 2:4 at every size once sparse (inference dispatch would
