@@ -95,6 +95,14 @@ def test_refuses_to_overwrite_or_resume_into_another_model(text_dir, tmp_path):
         Trainer(SMALL, _cfg(3), corpus, tmp_path / "new", torch.device("cpu"), resume=True, progress=False)
 
 
+def test_only_a_resume_rewrites_the_metrics(text_dir, tmp_path):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n')
+    Trainer(SMALL, _cfg(3), load_corpus(text_dir), out, torch.device("cpu"), progress=False)
+    assert (out / "metrics.jsonl").read_text() == '{"step": 5, "loss": 1.0}\n'
+
+
 def test_cuda_graphs_refuse_what_they_cannot_capture(text_dir, tmp_path):
     cfg = TrainConfig(steps=3, batch_size=4, cuda_graphs=True)
     with pytest.raises(ValueError, match="--cuda-graphs needs one CUDA device"):
