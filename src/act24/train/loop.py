@@ -159,23 +159,17 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def save_checkpoint(self) -> pathlib.Path:
+        meta = {"step": self.step, "tokens_seen": self.tokens_seen,
+                "model_config": dataclasses.asdict(self.model_cfg), "train_config": dataclasses.asdict(self.cfg)}
+        rng = {"data_rng": self.train_batches.generator.get_state()}
         if self.dist is not None:
             path = self.out_dir / checkpoint.SHARDED_NAME
-            meta = {"step": self.step, "tokens_seen": self.tokens_seen, "world_size": self.dist.world_size,
-                    "model_config": dataclasses.asdict(self.model_cfg), "train_config": dataclasses.asdict(self.cfg)}
-            checkpoint.save_sharded(path, self.model, self.optimizer, {"data_rng": self.train_batches.generator.get_state()},
-                                    meta, self.is_main, distributed.barrier)
-            return path
-        path = self.out_dir / checkpoint.NAME
-        checkpoint.save(path, {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "data_rng": self.train_batches.generator.get_state(),
-            "step": self.step,
-            "tokens_seen": self.tokens_seen,
-            "model_config": dataclasses.asdict(self.model_cfg),
-            "train_config": dataclasses.asdict(self.cfg),
-        })
+            checkpoint.save_sharded(path, self.model, self.optimizer, rng, {**meta, "world_size": self.dist.world_size},
+                                    self.is_main, distributed.barrier)
+        else:
+            path = self.out_dir / checkpoint.NAME
+            checkpoint.save(path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                   **rng, **meta})
         return path
 
     @torch.no_grad()
