@@ -11,7 +11,7 @@ nn.Linear, any gated MLP and any mixture-of-experts block is left alone and repo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -84,37 +84,47 @@ def _linear_problem(name: str, layer: object) -> str | None:
     return None
 
 
-def _classify(module: nn.Module) -> tuple[str, tuple[str, str] | None]:
-    """("convert", (up, down)), ("act24", None), ("skip: <reason>", None) or ("", None) if not an MLP."""
+class _Verdict(NamedTuple):
+    action: str  # "convert", "act24" (already ours), "skip" or "" (not an MLP)
+    names: tuple[str, str] | None = None  # convert: the up and down Linear layers' attribute names
+    reason: str = ""  # skip: why
+
+
+def _skip(reason: str) -> _Verdict:
+    return _Verdict("skip", reason=reason)
+
+
+def _classify(module: nn.Module) -> _Verdict:
+    """What convert does with `module`, and why."""
     kind = type(module).__name__
     if isinstance(module, SquaredReLUFFNBase):
-        return "act24", None
+        return _Verdict("act24")
     if kind in KNOWN_MLPS:
         up_name, down_name, act_name = KNOWN_MLPS[kind]
         up, down = getattr(module, up_name, None), getattr(module, down_name, None)
         problem = _linear_problem(up_name, up) or _linear_problem(down_name, down)
         if problem:
-            return f"skip: {problem}", None
+            return _skip(problem)
         act = getattr(module, act_name, None)
         if not is_squared_relu(act):
-            return f"skip: activation {type(act).__name__} is not Squared ReLU (relu(x)**2)", None
+            return _skip(f"activation {type(act).__name__} is not Squared ReLU (relu(x)**2)")
         if up.out_features % GROUP:
-            return f"skip: hidden size {up.out_features} is not a multiple of {GROUP} (2:4 groups)", None
+            return _skip(f"hidden size {up.out_features} is not a multiple of {GROUP} (2:4 groups)")
         extra = sorted(set(dict(module.named_parameters())) - {f"{n}.{p}" for n in (up_name, down_name)
                                                                for p in ("weight", "bias")})
         if extra:
-            return f"skip: parameters outside the two Linear layers would be lost: {extra}", None
-        return "convert", (up_name, down_name)
+            return _skip(f"parameters outside the two Linear layers would be lost: {extra}")
+        return _Verdict("convert", (up_name, down_name))
     if any(h in kind.lower() for h in EXPERT_NAME_HINTS):
-        return ("skip: mixture-of-experts weights (fused per-expert tensors) are not converted; shared experts "
-                "and dense MLPs inside it are"), None
+        return _skip("mixture-of-experts weights (fused per-expert tensors) are not converted; shared experts "
+                     "and dense MLPs inside it are")
     if any(h in kind.lower() for h in MLP_NAME_HINTS):
         gates = [a for a in GATE_ATTRIBUTES if isinstance(getattr(module, a, None), nn.Module)]
         if gates or "glu" in kind.lower():
-            return (f"skip: gated MLP ({', '.join(gates) or kind}); 2:4 activation sparsity needs a "
-                    "non-gated Squared-ReLU MLP, down(relu(up(x))**2)"), None
-        return "skip: not a known Squared-ReLU MLP class (known: " + ", ".join(KNOWN_MLPS) + ")", None
-    return "", None
+            return _skip(f"gated MLP ({', '.join(gates) or kind}); 2:4 activation sparsity needs a "
+                         "non-gated Squared-ReLU MLP, down(relu(up(x))**2)")
+        return _skip("not a known Squared-ReLU MLP class (known: " + ", ".join(KNOWN_MLPS) + ")")
+    return _Verdict("")
 
 
 def convert(
@@ -150,25 +160,26 @@ def convert(
             continue  # inside an MLP already handled
         if filter_fn is not None and not filter_fn(module, path):
             continue
-        verdict, names = _classify(module)
-        if not verdict:
+        verdict = _classify(module)
+        if not verdict.action:
             continue
         kind = type(module).__name__
         seed = None if perm_seed is None else perm_seed + len(report.converted)
-        if verdict == "act24":
+        if verdict.action == "act24":
             ffn = module
             ffn.sparse, ffn.dense_fraction, ffn.track_stats = sparse, dense_fraction, track_stats
             if seed is not None:
                 ffn.perm_seed = seed
-        elif verdict == "convert":
-            up, down = (getattr(module, n) for n in names)
-            ffn = SquaredReLUMLP(up, down, up_name=names[0], down_name=names[1], sparse=sparse,
+        elif verdict.action == "convert":
+            up_name, down_name = verdict.names
+            ffn = SquaredReLUMLP(getattr(module, up_name), getattr(module, down_name), up_name=up_name,
+                                 down_name=down_name, sparse=sparse,
                                  dense_fraction=dense_fraction, perm_seed=seed, track_stats=track_stats)
             ffn.train(module.training)
             parent_path, _, attr = path.rpartition(".")
             setattr(model.get_submodule(parent_path) if parent_path else model, attr, ffn)
         else:
-            report.skipped.append(SkippedModule(path, kind, verdict.removeprefix("skip: ")))
+            report.skipped.append(SkippedModule(path, kind, verdict.reason))
             continue
         converted_prefixes.append(path)
         report.converted.append(ConvertedModule(path, kind, ffn.d, ffn.hidden))
