@@ -37,14 +37,18 @@ def _packer_row(y1: torch.Tensor, count: bool = False) -> tuple[float, float]:
     return ms, moved / ms / 1e6
 
 
+def compiled_baseline_and_operands(T: int, d: int, hidden: int):
+    """The best dense baseline, compiled for this very shape (dynamic shapes measured slower), and
+    realistic (x, w1, w2)."""
+    torch._dynamo.reset()
+    return torch.compile(dense_ffn, dynamic=False), *realistic_operands(T, d, hidden)
+
+
 def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
     rows = []
     for d, hidden in shapes:
         for T in tokens:
-            # the best dense baseline: compiled for this very shape (dynamic shapes measured slower)
-            torch._dynamo.reset()
-            compiled = torch.compile(dense_ffn, dynamic=False)
-            x, w1, w2 = realistic_operands(T, d, hidden)
+            compiled, x, w1, w2 = compiled_baseline_and_operands(T, d, hidden)
             with torch.inference_mode():
                 y_dense = dense_ffn(x, w1, w2)
                 y_sparse = functional.sparse_ffn_forward(x, w1, w2)

@@ -16,7 +16,7 @@ from ..kernels.backward_pack import backward_pack
 from ..kernels.sparsify_pack import sparsify_pack
 from ..kernels.transpose import transpose
 from .common import graph_timings, median_ms
-from .ffn_forward import SHAPES, TOKENS, realistic_operands
+from .ffn_forward import SHAPES, TOKENS, compiled_baseline_and_operands
 
 DENSE_FRACTION = 0.05
 PERM_SEED = 0
@@ -97,9 +97,7 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
     rows = []
     for d, hidden in shapes:
         for T in tokens:
-            torch._dynamo.reset()
-            compiled = torch.compile(ref.dense_ffn, dynamic=False)
-            x, w1, w2 = realistic_operands(T, d, hidden)
+            compiled, x, w1, w2 = compiled_baseline_and_operands(T, d, hidden)
             dy = torch.randn(T, d, device="cuda", dtype=x.dtype)
             num_dense = ref.dense_feature_count(hidden, DENSE_FRACTION)
             xs, w1s, w2s = (t.detach().requires_grad_() for t in (x, w1, w2))

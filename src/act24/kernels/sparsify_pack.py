@@ -70,6 +70,13 @@ def _load(y1_ptr, row_words, rows, groups, live):
 
 
 @triton.jit
+def _load_block(y1_ptr, row_words, rows, groups0, groups1, live):
+    """The four sub-tiles (h, j) of a block: rows (+8 for h = 1) x groups0 (j = 0) or groups1 (j = 1)."""
+    return (_load(y1_ptr, row_words, rows, groups0, live), _load(y1_ptr, row_words, rows + 8, groups0, live),
+            _load(y1_ptr, row_words, rows, groups1, live), _load(y1_ptr, row_words, rows + 8, groups1, live))
+
+
+@triton.jit
 def _pack_subtile(word, vals_ptr, K, rows, groups, live, kept_acc, nnz_acc,
                   COUNT: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
     """Selects in a loaded sub-tile and stores its kept pairs; returns the metadata nibbles and the
@@ -119,19 +126,13 @@ def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_wor
     first = tl.program_id(0) * BLOCKS * 64
     rows0 = (first + 16 * (rho // 8) + rho % 8).to(tl.int64)  # h = 0; h = 1 is 8 rows on
     live = first < M  # M is a multiple of 64: a block is all in or all out
-    w00 = _load(y1_ptr, row_words, rows0, groups0, live)
-    w10 = _load(y1_ptr, row_words, rows0 + 8, groups0, live)
-    w01 = _load(y1_ptr, row_words, rows0, groups1, live)
-    w11 = _load(y1_ptr, row_words, rows0 + 8, groups1, live)
+    w00, w10, w01, w11 = _load_block(y1_ptr, row_words, rows0, groups0, groups1, live)
     for blk in range(BLOCKS):
         row0 = first + blk * 64
         live = row0 < M
         following = rows0 + 64
         live_next = (row0 + 64 < M) & (blk + 1 < BLOCKS)
-        x00 = _load(y1_ptr, row_words, following, groups0, live_next)
-        x10 = _load(y1_ptr, row_words, following + 8, groups0, live_next)
-        x01 = _load(y1_ptr, row_words, following, groups1, live_next)
-        x11 = _load(y1_ptr, row_words, following + 8, groups1, live_next)
+        x00, x10, x01, x11 = _load_block(y1_ptr, row_words, following, groups0, groups1, live_next)
         n00, kept0, nnz0 = _pack_subtile(w00, vals_ptr, K, rows0, groups0, live, kept0, nnz0,
                                          COUNT, DTYPE, INTEGER_ROUNDING)
         n10, kept0, nnz0 = _pack_subtile(w10, vals_ptr, K, rows0 + 8, groups0, live, kept0, nnz0,

@@ -53,7 +53,7 @@ def rounded_bits16(x, dtype: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
 @triton.jit
 def bits16(v, DTYPE: tl.constexpr):
     """The 16-bit pattern of v (already representable in DTYPE) in the low half of an int32."""
-    return v.to(DTYPE).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return rounded_bits16(v, DTYPE, False)  # nothing to round: the conversion is exact
 
 
 @triton.jit
