@@ -33,6 +33,7 @@ class GemmPackConfig(NamedTuple):
     num_stages: int = 3
     num_warps: int = 8
     tma: bool = True  # operands through Hopper's tensor memory accelerator (descriptors)
+    warp_specialize: bool = False  # producer (loads) and consumer (MMA) warps
 
 
 DEFAULT_CONFIG = GemmPackConfig()
@@ -70,7 +71,7 @@ def _dot(a, b, acc, INTERPRETED_RUN: tl.constexpr):
 def _gemm_pack_kernel(x_ptr, w_ptr, x_desc, w_desc, b_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr,
                       M, N, valid_rows, stride_xm, stride_wn,
                       K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-                      STAGES: tl.constexpr, TMA: tl.constexpr, HAS_BIAS: tl.constexpr, COUNT: tl.constexpr,
+                      STAGES: tl.constexpr, TMA: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, HAS_BIAS: tl.constexpr, COUNT: tl.constexpr,
                       DTYPE: tl.constexpr, INTERPRETED_RUN: tl.constexpr):
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(M, BM)
@@ -85,7 +86,7 @@ def _gemm_pack_kernel(x_ptr, w_ptr, x_desc, w_desc, b_ptr, vals_ptr, meta_ptr, k
 
     acc = tl.zeros((BM, BN), tl.float32)
     if TMA:
-        for k in tl.range(0, K, BK, num_stages=STAGES):
+        for k in tl.range(0, K, BK, num_stages=STAGES, warp_specialize=WARP_SPECIALIZE):
             a = x_desc.load([off_m, k])  # rows past M read as zeros
             b = w_desc.load([off_n, k])
             acc = _dot(a, b, acc, INTERPRETED_RUN)
@@ -198,6 +199,7 @@ def gemm_pack(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None = None,
         x, w1, x_desc, w_desc, b1 if b1 is not None else x, *packed_regions(packed, M, N), kept, nonzeros,
         M, N, valid_rows, x.stride(0), w1.stride(0),
         K=K, BM=BM, BN=BN, BK=BK, GROUP_M=config.group_m, STAGES=config.num_stages, TMA=config.tma,
+        WARP_SPECIALIZE=config.warp_specialize,
         HAS_BIAS=b1 is not None, COUNT=count, DTYPE=TL_DTYPE[x.dtype], INTERPRETED_RUN=INTERPRETED,
         num_warps=config.num_warps,
     )
