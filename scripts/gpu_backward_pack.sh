@@ -12,4 +12,4 @@ timeout 200 python3 -m pytest tests/test_kernel_backward_pack.py tests/test_fast
 tail -n 2 "$out/tests.log"
 timeout 330 python3 scripts/tune_backward_pack.py "$out" > "$out/tune.log" 2>&1
 wait
-tail -n 16 "$out/tune.log"; grep -E "Duration|Registers|Achieved Occupancy|Memory Throughput|DRAM Throughput|Stall|Theoretical Occ" "$out/ncu_backward.txt" | head -20
+tail -n 16 "$out/tune.log"; grep -E "regs=|pack ms|Duration|Registers|Achieved Occupancy|Memory Throughput|DRAM Throughput|Stall|Theoretical Occ" "$out/ncu_backward.txt" | head -20
