@@ -31,8 +31,8 @@ def main() -> None:
     _, packed, dy2, perm, dense = ffn_train.backward_pack_inputs(x, w1, w2, dy, num_dense)
     moved = T * H * 2 + T * H * 9 // 8 + 3 * T * H * 9 // 8 + 2 * T * dense.numel() * 2
     sweep = []
-    for nb in (1, 2, 4, 8):
-        for warps in (1, 2, 4):
+    for nb in (1, 2, 4):
+        for warps in (2, 4):
             try:
                 ms = median_ms(lambda: bp.backward_pack(packed.packed, dy2, perm, dense, token_blocks_per_program=nb,
                                                         num_warps=warps))

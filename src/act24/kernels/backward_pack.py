@@ -13,10 +13,9 @@ dy2 = dy3 @ W2 [T, H], it computes dy1 = dy2 * 2*sqrt(a) at the kept positions a
                                                     the feature-wise products are replaced).
 
 Tiling: a program owns 64 features (16 token-wise groups: one contiguous 64-byte segment of a
-row of a, 128 bytes of dy2) and 32*NB permuted tokens. A feature-wise metadata word holds features
-f, f + 8 x token groups k, k + 4: the program loads four sub-tiles, one per (feature half, token
-group half), so that a word's four nibbles sit in one thread and are joined by shifts and ORs
-(no reductions through shared memory); each sub-tile holds tokens 4k + r, r = 0..3, of its groups.
+row of a, 128 bytes of dy2) and 32*NB permuted tokens, loaded as [4*NB, 16] tiles (token 4k + r of
+each group k), one set for the token groups k of a metadata word's low half and one for k + 4, so
+the word's halves meet element-wise; each feature-wise operand is selected in registers.
 """
 
 from __future__ import annotations
@@ -35,13 +34,13 @@ from .top2 import (INTERPRETED, TL_DTYPE, bits16, from_bits16, magnitude_key16, 
 
 @triton.jit
 def _tokenwise_nibble(meta_ptr, t, G, H):
-    """Metadata nibble of token-wise group G of token t ([rows] x [4, 2] -> [rows, 4, 2]): block (t//64, G//8),
+    """Metadata nibble of token-wise group G of token t ([4NB] x [16] -> [4NB, 16]): block (t//64, G//8),
     row t%64 = 16s + 8h + i, group G%8 = 4j + q -> word 32s + 4i + q, nibble 2j + h."""
     tr = t % 64
-    word_in_block = (32 * (tr // 16) + 4 * (tr % 8))[:, None, None] + (G % 4)[None, :, :]
-    block = (t // 64).to(tl.int64)[:, None, None] * (H // 32) + (G // 8)[None, :, :]
+    word_in_block = (32 * (tr // 16) + 4 * (tr % 8))[:, None] + (G % 4)[None, :]
+    block = (t // 64).to(tl.int64)[:, None] * (H // 32) + (G // 8)[None, :]
     word = tl.load(meta_ptr + block * 128 + word_in_block).to(tl.int32)
-    shift = 4 * (2 * ((G % 8) // 4)[None, :, :] + ((tr // 8) % 2)[:, None, None])
+    shift = 4 * (2 * ((G % 8) // 4)[None, :] + ((tr // 8) % 2)[:, None])
     return (word >> shift) & 0xF
 
 
@@ -61,10 +60,10 @@ def _position(pair, nib, p: tl.constexpr):
 @triton.jit
 def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexpr, H,
                 DTYPE: tl.constexpr, RND: tl.constexpr):
-    """Permuted tokens j = 4k + r (k [rows]), token-wise groups G [4, 2]: stores dy1 token-wise; returns
+    """Permuted tokens j = 4k + r, token-wise groups G ([4NB, 16]): stores dy1 token-wise; returns
     a's packed pairs, their nibbles and dy1's packed pairs."""
     t = tl.load(perm_ptr + 4 * k + r).to(tl.int64)
-    at = t[:, None, None] * (H // 4) + G[None, :, :]
+    at = t[:, None] * (H // 4) + G[None, :]
     pair = tl.load(a_vals + at)
     nib = _tokenwise_nibble(a_meta, t, G, H)
     w = tl.load(dy2_ptr + at)
@@ -82,9 +81,49 @@ def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexp
 
 
 @triton.jit
-def _subtile(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, H, DTYPE: tl.constexpr, RND: tl.constexpr):
-    """Tokens 4k + r (r = 0..3) at token-wise groups G: a's pairs, their nibbles and dy1's pairs, each a
-    4-tuple over r."""
+def _select_featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, dense_ptr, slot, k, G, T, p: tl.constexpr,
+                        HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr):
+    """Features 4G + p over token groups k: stores the 2 kept of each group's 4 tokens and, for dense
+    features (slot >= 0), all 4; returns the metadata nibbles. Selects on raw 16-bit patterns."""
+    e0 = _position(p0, n0, p)
+    e1 = _position(p1, n1, p)
+    e2 = _position(p2, n2, p)
+    e3 = _position(p3, n3, p)
+    if HAS_DENSE:  # the 4 tokens of a group are adjacent in a dense row: one 8-byte store
+        four = e0.to(tl.int64) | (e1.to(tl.int64) << 16) | (e2.to(tl.int64) << 32) | (e3.to(tl.int64) << 48)
+        tl.store(dense_ptr + slot.to(tl.int64)[None, :] * (T // 4) + k[:, None], four, mask=(slot >= 0)[None, :])
+    v0, v1, nib, _, _, _, _ = select_2_of_4_keyed(magnitude_key16(e0, DTYPE), magnitude_key16(e1, DTYPE),
+                                                  magnitude_key16(e2, DTYPE), magnitude_key16(e3, DTYPE),
+                                                  e0, e1, e2, e3)
+    f = (4 * G + p).to(tl.int64)
+    tl.store(vals_ptr + f[None, :] * (T // 4) + k[:, None], v0 | (v1 << 16))
+    return nib
+
+
+@triton.jit
+def _featurewise(lo, hi, nibs_lo, nibs_hi, vals_ptr, meta_ptr, word_ptrs, dense_ptr, slot, k_lo, k_hi, G, T,
+                 p: tl.constexpr, KB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr):
+    """One feature-wise operand at feature position p, from the token groups k_lo and k_hi = k_lo + 4
+    (4-tuples over the token r of each group: packed pairs `lo`/`hi`, their nibbles).
+
+    Local feature 4G + p = 16s + 8h + i (G = 4s + 2h + c, i = 4c + p) and local token group
+    8kb + 4jj + q put their nibble in word 32s + 4i + q = 16(2s + c) + 4p + q of block kb, bits
+    4(2jj + h). The h halves are adjacent groups of one thread's vector (an in-thread sum joins them);
+    the jj halves are the two row sets, joined element-wise: no reduction across threads.
+    """
+    n_lo = _select_featurewise(lo[0], lo[1], lo[2], lo[3], nibs_lo[0], nibs_lo[1], nibs_lo[2], nibs_lo[3],
+                               vals_ptr, dense_ptr, slot, k_lo, G, T, p, HAS_DENSE, DTYPE)
+    n_hi = _select_featurewise(hi[0], hi[1], hi[2], hi[3], nibs_hi[0], nibs_hi[1], nibs_hi[2], nibs_hi[3],
+                               vals_ptr, dense_ptr, slot, k_hi, G, T, p, HAS_DENSE, DTYPE)
+    shift = 4 * ((G // 2) % 2)[None, :]
+    words = n_lo << shift | (n_hi << (shift + 8))
+    words = tl.sum(tl.reshape(words, (4 * KB, 4, 2, 2)), axis=2)  # OR over h: [(kb, q), s, c]
+    tl.store(meta_ptr + word_ptrs + 4 * p, words.to(tl.int16))
+
+
+@triton.jit
+def _rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, H, DTYPE: tl.constexpr, RND: tl.constexpr):
+    """Tokens 4k + r, r = 0..3: a's pairs, their nibbles and dy1's pairs, each a 4-tuple over r."""
     a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DTYPE, RND)
     a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DTYPE, RND)
     a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DTYPE, RND)
@@ -93,70 +132,29 @@ def _subtile(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, H, DTYPE: tl.cons
 
 
 @triton.jit
-def _select_featurewise(pairs, nibs, vals_ptr, dense_ptr, slot, k, f, T, p: tl.constexpr,
-                        HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr):
-    """Features f (= 4G + p) over token groups k: stores the 2 kept of each group's 4 tokens and, for
-    dense features (slot >= 0), all 4; returns the metadata nibbles. Selects on raw 16-bit patterns."""
-    e0 = _position(pairs[0], nibs[0], p)
-    e1 = _position(pairs[1], nibs[1], p)
-    e2 = _position(pairs[2], nibs[2], p)
-    e3 = _position(pairs[3], nibs[3], p)
-    if HAS_DENSE:  # the 4 tokens of a group are adjacent in a dense row: one 8-byte store
-        four = e0.to(tl.int64) | (e1.to(tl.int64) << 16) | (e2.to(tl.int64) << 32) | (e3.to(tl.int64) << 48)
-        tl.store(dense_ptr + slot.to(tl.int64)[None, :, :] * (T // 4) + k[:, None, None], four,
-                 mask=(slot >= 0)[None, :, :])
-    v0, v1, nib, _, _, _, _ = select_2_of_4_keyed(magnitude_key16(e0, DTYPE), magnitude_key16(e1, DTYPE),
-                                                  magnitude_key16(e2, DTYPE), magnitude_key16(e3, DTYPE),
-                                                  e0, e1, e2, e3)
-    tl.store(vals_ptr + f.to(tl.int64)[None, :, :] * (T // 4) + k[:, None, None], v0 | (v1 << 16))
-    return nib
-
-
-@triton.jit
-def _featurewise(t00, t10, t01, t11, nibs00, nibs10, nibs01, nibs11, vals_ptr, meta_ptr, word_ptrs, dense_ptr,
-                 slot0, slot1, k0, k1, f0, f1, T, p: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr):
-    """One feature-wise operand at feature position p from the four sub-tiles (h, jj): the nibbles of a
-    metadata word sit at the same place in the four, so each word is joined by shifts and ORs."""
-    n00 = _select_featurewise(t00, nibs00, vals_ptr, dense_ptr, slot0, k0, f0, T, p, HAS_DENSE, DTYPE)
-    n10 = _select_featurewise(t10, nibs10, vals_ptr, dense_ptr, slot1, k0, f1, T, p, HAS_DENSE, DTYPE)
-    n01 = _select_featurewise(t01, nibs01, vals_ptr, dense_ptr, slot0, k1, f0, T, p, HAS_DENSE, DTYPE)
-    n11 = _select_featurewise(t11, nibs11, vals_ptr, dense_ptr, slot1, k1, f1, T, p, HAS_DENSE, DTYPE)
-    tl.store(meta_ptr + word_ptrs + 4 * p, (n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)).to(tl.int16))
-
-
-@triton.jit
 def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
                           dense_d1, dense_a, T, H,
                           NB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
-    """64 features x 32*NB permuted tokens. Feature-wise, local feature 4G + p = 16s + 8h + i
-    (G = 4s + 2h + c, i = 4c + p) and local token group 8kb + 4jj + q have their nibble in word
-    32s + 4i + q = 16(2s + c) + 4p + q of metadata block kb, bits 4(2jj + h). The program loads four
-    sub-tiles, one per (h, jj): [4NB (kb, q), 4 (s), 2 (c)] each."""
     # one flat grid axis (no 65535 limit), feature blocks fastest: the programs running together
     # read the same permuted token rows
     pid_f = tl.program_id(0) % (H // 64)
     pid_t = tl.program_id(0) // (H // 64)
     v = tl.arange(0, 4 * NB)  # (kb, q)
-    s4 = tl.arange(0, 4)[:, None]
-    c = tl.arange(0, 2)[None, :]  # innermost: 2 adjacent groups, one vector load per token
-    k0 = pid_t * 8 * NB + 8 * (v // 4) + v % 4  # token groups (4 permuted tokens each), jj = 0
-    k1 = k0 + 4
-    G0 = 16 * pid_f + 4 * s4 + c  # token-wise groups [s, c], h = 0
-    G1 = G0 + 2
-    a00, n00, g00 = _subtile(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k0, G0, H, DTYPE, RND)
-    a10, n10, g10 = _subtile(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k0, G1, H, DTYPE, RND)
-    a01, n01, g01 = _subtile(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k1, G0, H, DTYPE, RND)
-    a11, n11, g11 = _subtile(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k1, G1, H, DTYPE, RND)
+    k_lo = pid_t * 8 * NB + 8 * (v // 4) + v % 4  # token groups (4 permuted tokens each) with jj = 0
+    k_hi = k_lo + 4
+    G = 16 * pid_f + tl.arange(0, 16)
+    a_lo, n_lo, g_lo = _rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k_lo, G, H, DTYPE, RND)
+    a_hi, n_hi, g_hi = _rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k_hi, G, H, DTYPE, RND)
     # metadata blocks (pid_f, NB pid_t + kb): 64 features x 32 tokens, 128 words each
     meta_base = (pid_f.to(tl.int64) * (T // 32) + pid_t * NB) * 128
-    word_ptrs = meta_base + (v // 4)[:, None, None] * 128 + 16 * (2 * s4 + c)[None, :, :] + (v % 4)[:, None, None]
+    sc = 2 * tl.arange(0, 4)[:, None] + tl.arange(0, 2)[None, :]  # 2s + c
+    word_ptrs = meta_base + (v // 4)[:, None, None] * 128 + 16 * sc[None, :, :] + (v % 4)[:, None, None]
     for p in tl.static_range(4):
-        slot0 = tl.load(slot_ptr + 4 * G0 + p)  # row of feature 4G + p in the dense buffers, -1 if sparse
-        slot1 = tl.load(slot_ptr + 4 * G1 + p)
-        _featurewise(a00, a10, a01, a11, n00, n10, n01, n11, af_vals, af_meta, word_ptrs, dense_a,
-                     slot0, slot1, k0, k1, 4 * G0 + p, 4 * G1 + p, T, p, HAS_DENSE, DTYPE)
-        _featurewise(g00, g10, g01, g11, n00, n10, n01, n11, d1f_vals, d1f_meta, word_ptrs, dense_d1,
-                     slot0, slot1, k0, k1, 4 * G0 + p, 4 * G1 + p, T, p, HAS_DENSE, DTYPE)
+        slot = tl.load(slot_ptr + 4 * G + p)  # row of feature 4G + p in the dense buffers, -1 if sparse
+        _featurewise(a_lo, a_hi, n_lo, n_hi, af_vals, af_meta, word_ptrs, dense_a, slot, k_lo, k_hi, G, T,
+                     p, NB, HAS_DENSE, DTYPE)
+        _featurewise(g_lo, g_hi, n_lo, n_hi, d1f_vals, d1f_meta, word_ptrs, dense_d1, slot, k_lo, k_hi, G, T,
+                     p, NB, HAS_DENSE, DTYPE)
 
 
 @dataclass(frozen=True)
