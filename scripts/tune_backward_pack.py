@@ -32,7 +32,7 @@ def main() -> None:
     moved = T * H * 2 + T * H * 9 // 8 + 3 * T * H * 9 // 8 + 2 * T * dense.numel() * 2
     sweep = []
     for nb in (1, 2, 4):
-        for warps in (2, 4):
+        for warps in (2, 4, 8):
             try:
                 ms = median_ms(lambda: bp.backward_pack(packed.packed, dy2, perm, dense, token_blocks_per_program=nb,
                                                         num_warps=warps))

@@ -13,9 +13,9 @@ dy2 = dy3 @ W2 [T, H], it computes dy1 = dy2 * 2*sqrt(a) at the kept positions a
                                                     the feature-wise products are replaced).
 
 Tiling: a program owns 64 features (16 token-wise groups: one contiguous 64-byte segment of a
-row of a, 128 bytes of dy2) and 32*NB permuted tokens, loaded as [4*NB, 16] tiles (token 4k + r of
-each group k), one set for the token groups k of a metadata word's low half and one for k + 4, so
-the word's halves meet element-wise; each feature-wise operand is selected in registers.
+row of a, 128 bytes of dy2) and 32*NB permuted tokens, loaded as four [8*NB, 16] tiles (token
+4k + r of each group k). Each feature-wise operand is selected from those four tiles in registers;
+its metadata words (features f, f+8 x token groups k, k+4) are assembled by reshapes and sums.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .top2 import (INTERPRETED, TL_DTYPE, bits16, from_bits16, magnitude_key16, 
 
 @triton.jit
 def _tokenwise_nibble(meta_ptr, t, G, H):
-    """Metadata nibble of token-wise group G of token t ([4NB] x [16] -> [4NB, 16]): block (t//64, G//8),
+    """Metadata nibble of token-wise group G of token t ([8NB] x [16] -> [8NB, 16]): block (t//64, G//8),
     row t%64 = 16s + 8h + i, group G%8 = 4j + q -> word 32s + 4i + q, nibble 2j + h."""
     tr = t % 64
     word_in_block = (32 * (tr // 16) + 4 * (tr % 8))[:, None] + (G % 4)[None, :]
@@ -60,7 +60,7 @@ def _position(pair, nib, p: tl.constexpr):
 @triton.jit
 def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexpr, H,
                 DTYPE: tl.constexpr, RND: tl.constexpr):
-    """Permuted tokens j = 4k + r, token-wise groups G ([4NB, 16]): stores dy1 token-wise; returns
+    """Permuted tokens j = 4k + r, token-wise groups G ([8NB, 16]): stores dy1 token-wise; returns
     a's packed pairs, their nibbles and dy1's packed pairs."""
     t = tl.load(perm_ptr + 4 * k + r).to(tl.int64)
     at = t[:, None] * (H // 4) + G[None, :]
@@ -81,10 +81,11 @@ def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexp
 
 
 @triton.jit
-def _select_featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, dense_ptr, slot, k, G, T, p: tl.constexpr,
-                        HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr):
-    """Features 4G + p over token groups k: stores the 2 kept of each group's 4 tokens and, for dense
-    features (slot >= 0), all 4; returns the metadata nibbles. Selects on raw 16-bit patterns."""
+def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, dense_ptr, slot, k, G, kl, T,
+                 p: tl.constexpr, KB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr):
+    """Feature 4G + p over token groups k: 2 of the 4 tokens of each group; stores the value pairs,
+    this feature position's metadata words and, for dense features (slot >= 0), all 4 tokens.
+    Selects on raw 16-bit patterns (no float conversions)."""
     e0 = _position(p0, n0, p)
     e1 = _position(p1, n1, p)
     e2 = _position(p2, n2, p)
@@ -97,38 +98,15 @@ def _select_featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, dense_ptr, slo
                                                   e0, e1, e2, e3)
     f = (4 * G + p).to(tl.int64)
     tl.store(vals_ptr + f[None, :] * (T // 4) + k[:, None], v0 | (v1 << 16))
-    return nib
-
-
-@triton.jit
-def _featurewise(lo, hi, nibs_lo, nibs_hi, vals_ptr, meta_ptr, word_ptrs, dense_ptr, slot, k_lo, k_hi, G, T,
-                 p: tl.constexpr, KB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr):
-    """One feature-wise operand at feature position p, from the token groups k_lo and k_hi = k_lo + 4
-    (4-tuples over the token r of each group: packed pairs `lo`/`hi`, their nibbles).
-
-    Local feature 4G + p = 16s + 8h + i (G = 4s + 2h + c, i = 4c + p) and local token group
-    8kb + 4jj + q put their nibble in word 32s + 4i + q = 16(2s + c) + 4p + q of block kb, bits
-    4(2jj + h). The h halves are adjacent groups of one thread's vector (an in-thread sum joins them);
-    the jj halves are the two row sets, joined element-wise: no reduction across threads.
-    """
-    n_lo = _select_featurewise(lo[0], lo[1], lo[2], lo[3], nibs_lo[0], nibs_lo[1], nibs_lo[2], nibs_lo[3],
-                               vals_ptr, dense_ptr, slot, k_lo, G, T, p, HAS_DENSE, DTYPE)
-    n_hi = _select_featurewise(hi[0], hi[1], hi[2], hi[3], nibs_hi[0], nibs_hi[1], nibs_hi[2], nibs_hi[3],
-                               vals_ptr, dense_ptr, slot, k_hi, G, T, p, HAS_DENSE, DTYPE)
-    shift = 4 * ((G // 2) % 2)[None, :]
-    words = n_lo << shift | (n_hi << (shift + 8))
-    words = tl.sum(tl.reshape(words, (4 * KB, 4, 2, 2)), axis=2)  # OR over h: [(kb, q), s, c]
-    tl.store(meta_ptr + word_ptrs + 4 * p, words.to(tl.int16))
-
-
-@triton.jit
-def _rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, H, DTYPE: tl.constexpr, RND: tl.constexpr):
-    """Tokens 4k + r, r = 0..3: a's pairs, their nibbles and dy1's pairs, each a 4-tuple over r."""
-    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DTYPE, RND)
-    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DTYPE, RND)
-    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DTYPE, RND)
-    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DTYPE, RND)
-    return (a0, a1, a2, a3), (n0, n1, n2, n3), (g0, g1, g2, g3)
+    # local feature 4G + p = 16s + 8h + i (G = 4s + 2h + c, i = 4c + p), local token group 8kb + 4jj + q:
+    # the nibble goes to word 32s + 4i + q = 16(2s + c) + 4p + q of block kb, bits 4(2jj + h)
+    shift = 4 * (2 * ((kl // 4) % 2)[:, None] + ((G // 2) % 2)[None, :])
+    words = tl.sum(tl.reshape(nib << shift, (8 * KB, 4, 2, 2)), axis=2)  # OR over h: [k, s, c]
+    words = tl.sum(tl.reshape(words, (KB, 2, 4, 8)), axis=1)  # OR over jj: [kb, q, 2s + c]
+    kb = tl.arange(0, KB)[:, None, None]
+    q = tl.arange(0, 4)[None, :, None]
+    sc = tl.arange(0, 8)[None, None, :]
+    tl.store(meta_ptr + meta_base + kb * 128 + 16 * sc + 4 * p + q, words.to(tl.int16))
 
 
 @triton.jit
@@ -139,21 +117,20 @@ def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, 
     # read the same permuted token rows
     pid_f = tl.program_id(0) % (H // 64)
     pid_t = tl.program_id(0) // (H // 64)
-    v = tl.arange(0, 4 * NB)  # (kb, q)
-    k_lo = pid_t * 8 * NB + 8 * (v // 4) + v % 4  # token groups (4 permuted tokens each) with jj = 0
-    k_hi = k_lo + 4
+    kl = tl.arange(0, 8 * NB)
+    k = pid_t * 8 * NB + kl  # token groups (4 permuted tokens each)
     G = 16 * pid_f + tl.arange(0, 16)
-    a_lo, n_lo, g_lo = _rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k_lo, G, H, DTYPE, RND)
-    a_hi, n_hi, g_hi = _rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k_hi, G, H, DTYPE, RND)
+    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DTYPE, RND)
+    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DTYPE, RND)
+    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DTYPE, RND)
+    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DTYPE, RND)
     # metadata blocks (pid_f, NB pid_t + kb): 64 features x 32 tokens, 128 words each
     meta_base = (pid_f.to(tl.int64) * (T // 32) + pid_t * NB) * 128
-    sc = 2 * tl.arange(0, 4)[:, None] + tl.arange(0, 2)[None, :]  # 2s + c
-    word_ptrs = meta_base + (v // 4)[:, None, None] * 128 + 16 * sc[None, :, :] + (v % 4)[:, None, None]
     for p in tl.static_range(4):
         slot = tl.load(slot_ptr + 4 * G + p)  # row of feature 4G + p in the dense buffers, -1 if sparse
-        _featurewise(a_lo, a_hi, n_lo, n_hi, af_vals, af_meta, word_ptrs, dense_a, slot, k_lo, k_hi, G, T,
+        _featurewise(a0, a1, a2, a3, n0, n1, n2, n3, af_vals, af_meta, meta_base, dense_a, slot, k, G, kl, T,
                      p, NB, HAS_DENSE, DTYPE)
-        _featurewise(g_lo, g_hi, n_lo, n_hi, d1f_vals, d1f_meta, word_ptrs, dense_d1, slot, k_lo, k_hi, G, T,
+        _featurewise(g0, g1, g2, g3, n0, n1, n2, n3, d1f_vals, d1f_meta, meta_base, dense_d1, slot, k, G, kl, T,
                      p, NB, HAS_DENSE, DTYPE)
 
 
