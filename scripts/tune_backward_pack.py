@@ -33,17 +33,19 @@ def main() -> None:
     sweep = []
     for nb in (1, 2, 4):
         for warps in (2, 4, 8):
-            try:
-                ms = median_ms(lambda: bp.backward_pack(packed.packed, dy2, perm, dense, token_blocks_per_program=nb,
-                                                        num_warps=warps))
-            except Exception as e:  # e.g. out of registers / shared memory
-                print(nb, warps, type(e).__name__, str(e)[:100])
-                continue
-            sweep.append({"token_blocks_per_program": nb, "num_warps": warps, "ms": ms, "GBps": moved / ms / 1e6})
-            print(sweep[-1], flush=True)
+            for cap in (None, 168, 128):
+                try:
+                    ms = median_ms(lambda: bp.backward_pack(packed.packed, dy2, perm, dense, token_blocks_per_program=nb,
+                                                            num_warps=warps, max_registers=cap))
+                except Exception as e:  # e.g. out of registers / shared memory
+                    print(nb, warps, cap, type(e).__name__, str(e)[:100])
+                    continue
+                sweep.append({"token_blocks_per_program": nb, "num_warps": warps, "max_registers": cap, "ms": ms,
+                              "GBps": moved / ms / 1e6})
+                print(sweep[-1], flush=True)
     best = min(sweep, key=lambda r: r["ms"])
     bp.backward_pack.__kwdefaults__.update(token_blocks_per_program=best["token_blocks_per_program"],
-                                           num_warps=best["num_warps"])
+                                           num_warps=best["num_warps"], max_registers=best["max_registers"])
     row = ffn_train.train_rows(tokens=(T,), shapes=((d, H),))[0]
     print("best", best, "step", row["sparse_ms"], "compiled dense", row["dense_compiled_ms"], flush=True)
     write_result(args.out, "backward_pack_sweep", {**header(), "T": T, "d": d, "H": H, "bytes_moved": moved,

@@ -120,3 +120,5 @@ def test_bad_input_is_rejected_with_the_rule():
         backward_pack(packed, torch.empty(64, 64, **bf), perm[:10], none)
     with pytest.raises(ValueError, match="dy2 must be contiguous"):
         backward_pack(packed, torch.empty(64, 128, **bf)[:, :64], perm, none)
+    with pytest.raises(ValueError, match="max_registers must be None or in \\[24, 255\\]"):
+        backward_pack(packed, torch.empty(64, 64, **bf), perm, none, max_registers=300)

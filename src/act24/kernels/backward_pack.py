@@ -30,6 +30,11 @@ from ..reference.checks import check_multiple, check_ndim
 from .top2 import (INTERPRETED, TL_DTYPE, bits16, from_bits16, magnitude_key16, packed_regions, round_to,
                    select_2_of_4_keyed)
 
+# Left alone the compiler gives a program of 4 blocks and 4 warps ~220 registers a thread: 8 warps
+# an SM, too few to hide the gathers' latency. Capped at 168 (a few spills) it ran 1.22 ms
+# against 1.47 ms for the best uncapped launch on the H200.
+MAX_REGISTERS = 168
+
 
 
 @triton.jit
@@ -177,19 +182,24 @@ def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
 
 
 def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor, dense_features: torch.Tensor,
-                  *, token_blocks_per_program: int = 2, num_warps: int = 2) -> BackwardOperands:
+                  *, token_blocks_per_program: int = 4, num_warps: int = 4,
+                  max_registers: int | None = MAX_REGISTERS) -> BackwardOperands:
     """The backward's 2:4 operands from the forward's packed activation and dy2 = dy3 @ W2.
 
     packed_a: [T, H*9/16], from `sparsify_pack`; dy2: [T, H] (same dtype); perm: the token
     grouping (a permutation of range(T)); dense_features: distinct feature indices in [0, H)
     that get exact (dense) weight gradients. Neither is checked element by element (that would
-    sync with the host every step): the training op builds both.
+    sync with the host every step): the training op builds both. `max_registers` caps the
+    registers per thread (None: the compiler's choice); the defaults were the fastest on the H200
+    (scripts/tune_backward_pack.py).
     """
     check_backward_inputs(packed_a, dy2, perm, dense_features)
     T, H = dy2.shape
     nb = token_blocks_per_program
     if nb < 1 or nb & (nb - 1):
         raise ValueError(f"token_blocks_per_program must be a power of 2 >= 1, got {nb}")
+    if max_registers is not None and not 24 <= max_registers <= 255:
+        raise ValueError(f"max_registers must be None or in [24, 255] (registers per thread), got {max_registers}")
     while T % (32 * nb):
         nb //= 2
     num_dense = dense_features.numel()
@@ -210,5 +220,6 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
         a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
         dy1_dense.view(torch.int64), a_dense.view(torch.int64), T, H,  # 4 tokens of a dense row per int64
         NB=nb, HAS_DENSE=num_dense > 0, DTYPE=TL_DTYPE[dy2.dtype], RND=INTERPRETED, num_warps=num_warps,
+        **({"maxnreg": max_registers} if max_registers and not INTERPRETED else {}),
     )
     return BackwardOperands(dy1_tok, dy1_feat, a_feat, dy1_dense, a_dense)
