@@ -34,16 +34,14 @@ def _dy2(T, H, dtype, seed):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("T,H,nb,num_dense,passes", [(64, 64, 1, 3, 1), (128, 64, 2, 0, 2), (128, 128, 4, 8, 1),
-                                                  (192, 128, 1, 5, 2)])
-def test_backward_operands_equal_the_reference(T, H, nb, num_dense, passes, dtype):
+@pytest.mark.parametrize("T,H,nb,num_dense", [(64, 64, 1, 3), (128, 64, 2, 0), (128, 128, 4, 8), (192, 128, 1, 5)])
+def test_backward_operands_equal_the_reference(T, H, nb, num_dense, dtype):
     y1 = relu2_inputs(T, H, dtype, seed=T + H)
     dy2 = _dy2(T, H, dtype, seed=T * H)
     perm = ref.token_permutation(T, seed=T)
     dense = torch.randperm(H, generator=torch.Generator().manual_seed(H))[:num_dense].sort().values
     packed = sparsify_pack(y1.to(DEVICE)).packed
-    out = backward_pack(packed, dy2.to(DEVICE), perm.to(DEVICE), dense.to(DEVICE), token_blocks_per_program=nb,
-                       passes=passes)
+    out = backward_pack(packed, dy2.to(DEVICE), perm.to(DEVICE), dense.to(DEVICE), token_blocks_per_program=nb)
 
     y2 = ref.squared_relu(y1)
     a = ref.masked_activation(y2)
@@ -124,5 +122,3 @@ def test_bad_input_is_rejected_with_the_rule():
         backward_pack(packed, torch.empty(64, 128, **bf)[:, :64], perm, none)
     with pytest.raises(ValueError, match="max_registers must be None or in \\[24, 255\\]"):
         backward_pack(packed, torch.empty(64, 64, **bf), perm, none, max_registers=300)
-    with pytest.raises(ValueError, match="passes must be 1 or 2"):
-        backward_pack(packed, torch.empty(64, 64, **bf), perm, none, passes=3)

@@ -64,15 +64,13 @@ def _position(pair, nib, p: tl.constexpr):
 
 @triton.jit
 def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexpr, H,
-                DTYPE: tl.constexpr, RND: tl.constexpr, WITH_DY1: tl.constexpr):
+                DTYPE: tl.constexpr, RND: tl.constexpr):
     """Permuted tokens j = 4k + r, token-wise groups G ([8NB, 16]): stores dy1 token-wise; returns
-    a's packed pairs, their nibbles and dy1's packed pairs (a's again without WITH_DY1)."""
+    a's packed pairs, their nibbles and dy1's packed pairs."""
     t = tl.load(perm_ptr + 4 * k + r).to(tl.int64)
     at = t[:, None] * (H // 4) + G[None, :]
     pair = tl.load(a_vals + at)
     nib = _tokenwise_nibble(a_meta, t, G, H)
-    if not WITH_DY1:
-        return pair, nib, pair
     w = tl.load(dy2_ptr + at)
     i0 = nib & 3
     i1 = nib >> 2
@@ -119,9 +117,7 @@ def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, 
 @triton.jit
 def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
                           dense_d1, dense_a, T, H,
-                          NB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr,
-                          OPERANDS: tl.constexpr):
-    """OPERANDS: 0 every output; 1 a's feature-wise operand (and dense rows) only; 2 the rest."""
+                          NB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
     # one flat grid axis (no 65535 limit), feature blocks fastest: the programs running together
     # read the same permuted token rows
     pid_f = tl.program_id(0) % (H // 64)
@@ -129,20 +125,18 @@ def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, 
     kl = tl.arange(0, 8 * NB)
     k = pid_t * 8 * NB + kl  # token groups (4 permuted tokens each)
     G = 16 * pid_f + tl.arange(0, 16)
-    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DTYPE, RND, OPERANDS != 1)
-    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DTYPE, RND, OPERANDS != 1)
-    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DTYPE, RND, OPERANDS != 1)
-    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DTYPE, RND, OPERANDS != 1)
+    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DTYPE, RND)
+    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DTYPE, RND)
+    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DTYPE, RND)
+    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DTYPE, RND)
     # metadata blocks (pid_f, NB pid_t + kb): 64 features x 32 tokens, 128 words each
     meta_base = (pid_f.to(tl.int64) * (T // 32) + pid_t * NB) * 128
     for p in tl.static_range(4):
         slot = tl.load(slot_ptr + 4 * G + p)  # row of feature 4G + p in the dense buffers, -1 if sparse
-        if OPERANDS != 2:
-            _featurewise(a0, a1, a2, a3, n0, n1, n2, n3, af_vals, af_meta, meta_base, dense_a, slot, k, G, kl, T,
-                         p, NB, HAS_DENSE, DTYPE)
-        if OPERANDS != 1:
-            _featurewise(g0, g1, g2, g3, n0, n1, n2, n3, d1f_vals, d1f_meta, meta_base, dense_d1, slot, k, G, kl, T,
-                         p, NB, HAS_DENSE, DTYPE)
+        _featurewise(a0, a1, a2, a3, n0, n1, n2, n3, af_vals, af_meta, meta_base, dense_a, slot, k, G, kl, T,
+                     p, NB, HAS_DENSE, DTYPE)
+        _featurewise(g0, g1, g2, g3, n0, n1, n2, n3, d1f_vals, d1f_meta, meta_base, dense_d1, slot, k, G, kl, T,
+                     p, NB, HAS_DENSE, DTYPE)
 
 
 @dataclass(frozen=True)
@@ -189,7 +183,7 @@ def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
 
 def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor, dense_features: torch.Tensor,
                   *, token_blocks_per_program: int = 4, num_warps: int = 4,
-                  max_registers: int | None = MAX_REGISTERS, passes: int = 1) -> BackwardOperands:
+                  max_registers: int | None = MAX_REGISTERS) -> BackwardOperands:
     """The backward's 2:4 operands from the forward's packed activation and dy2 = dy3 @ W2.
 
     packed_a: [T, H*9/16], from `sparsify_pack`; dy2: [T, H] (same dtype); perm: the token
@@ -221,14 +215,11 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
     af_vals, af_meta = packed_regions(a_feat, H, T)
     dy1_dense = torch.empty(num_dense, T, dtype=dy2.dtype, device=dy2.device)
     a_dense = torch.empty_like(dy1_dense)
-    if passes not in (1, 2):
-        raise ValueError(f"passes must be 1 or 2, got {passes}")
     grid = ((H // 64) * (T // (32 * nb)),)
-    for operands in ((0,) if passes == 1 else (1, 2)):
-        _backward_pack_kernel[grid](
-            a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
-            dy1_dense.view(torch.int64), a_dense.view(torch.int64), T, H,  # 4 tokens of a dense row per int64
-            NB=nb, HAS_DENSE=num_dense > 0, DTYPE=TL_DTYPE[dy2.dtype], RND=INTERPRETED, OPERANDS=operands,
-            num_warps=num_warps, **({"maxnreg": max_registers} if max_registers and not INTERPRETED else {}),
-        )
+    _backward_pack_kernel[grid](
+        a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
+        dy1_dense.view(torch.int64), a_dense.view(torch.int64), T, H,  # 4 tokens of a dense row per int64
+        NB=nb, HAS_DENSE=num_dense > 0, DTYPE=TL_DTYPE[dy2.dtype], RND=INTERPRETED, num_warps=num_warps,
+        **({"maxnreg": max_registers} if max_registers and not INTERPRETED else {}),
+    )
     return BackwardOperands(dy1_tok, dy1_feat, a_feat, dy1_dense, a_dense)
