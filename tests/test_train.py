@@ -72,6 +72,40 @@ def test_ctrl_c_inside_a_step_resumes_exactly(text_dir, tmp_path):
     assert _losses(tmp_path / "b") == _losses(tmp_path / "a")
 
 
+def test_ctrl_c_during_the_optimizer_update_stops_after_the_step(text_dir, tmp_path):
+    """A real SIGINT inside optimizer.step(): the step completes, the checkpoint holds it with its
+    own count, and the resumed run follows the uninterrupted trajectory."""
+    import signal
+
+    corpus = load_corpus(text_dir)
+    Trainer(SMALL, _cfg(9), corpus, tmp_path / "a", torch.device("cpu"), progress=False).run()
+    trainer = Trainer(SMALL, _cfg(9), corpus, tmp_path / "b", torch.device("cpu"), progress=False)
+
+    def interrupt(optimizer, args, kwargs):
+        if trainer.step == 5:
+            signal.raise_signal(signal.SIGINT)
+
+    trainer.optimizer.register_step_post_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 6
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    Trainer(SMALL, _cfg(9), corpus, tmp_path / "b", torch.device("cpu"), resume=True, progress=False).run()
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")
+
+
+def test_a_diverged_run_never_overwrites_its_checkpoint(text_dir, tmp_path):
+    """Losses are checked before every checkpoint, not only on logging steps."""
+    cfg = TrainConfig(steps=40, batch_size=4, lr=1e4, log_interval=40, eval_interval=40, checkpoint_interval=1,
+                      dense_warmup_steps=0)
+    trainer = Trainer(SMALL, cfg, load_corpus(text_dir), tmp_path / "n", torch.device("cpu"), progress=False)
+    with pytest.raises(FloatingPointError, match="last checkpoint was left as it was"):
+        trainer.run()
+    state = torch.load(tmp_path / "n" / "checkpoint.pt", weights_only=True)
+    assert state["step"] < trainer.step
+    assert all(t.isfinite().all() for t in state["model"].values())
+
+
 def test_ctrl_c_saves_a_checkpoint(text_dir, tmp_path):
     trainer = Trainer(SMALL, _cfg(10), load_corpus(text_dir), tmp_path / "r", torch.device("cpu"), progress=False)
     _interrupt_at(trainer, 2)
@@ -95,12 +129,34 @@ def test_refuses_to_overwrite_or_resume_into_another_model(text_dir, tmp_path):
         Trainer(SMALL, _cfg(3), corpus, tmp_path / "new", torch.device("cpu"), resume=True, progress=False)
 
 
-def test_only_a_resume_rewrites_the_metrics(text_dir, tmp_path):
+def test_a_fresh_run_neither_rewrites_nor_appends_to_old_metrics(text_dir, tmp_path):
+    """Metrics left by a run that stopped before its first checkpoint: refused, left as they are."""
     out = tmp_path / "m"
     out.mkdir()
     (out / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n')
-    Trainer(SMALL, _cfg(3), load_corpus(text_dir), out, torch.device("cpu"), progress=False)
+    with pytest.raises(FileExistsError, match="metrics.jsonl exists from an earlier run"):
+        Trainer(SMALL, _cfg(3), load_corpus(text_dir), out, torch.device("cpu"), progress=False)
     assert (out / "metrics.jsonl").read_text() == '{"step": 5, "loss": 1.0}\n'
+
+
+def test_resume_refuses_other_training_settings_or_data(text_dir, tmp_path):
+    corpus = load_corpus(text_dir)
+    Trainer(SMALL, _cfg(3), corpus, tmp_path / "r", torch.device("cpu"), progress=False).run()
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    for changed in (dict(lr=1e-2), dict(seed=1), dict(dense_warmup_steps=2), dict(batch_size=8)):
+        cfg = TrainConfig(**{**_cfg(3).__dict__, **changed})
+        with pytest.raises(ValueError, match=f"other settings.*{next(iter(changed))}"):
+            Trainer(SMALL, cfg, corpus, tmp_path / "r", torch.device("cpu"), resume=True, progress=False)
+    other_data = text_dir.parent / "other"
+    other_data.mkdir()
+    (other_data / "a.txt").write_text("other text " * 500)
+    with pytest.raises(ValueError, match="'data'"):
+        Trainer(SMALL, _cfg(3), load_corpus(other_data), tmp_path / "r", torch.device("cpu"), resume=True,
+                progress=False)
+    # what may change: intervals, and the length (to extend a run)
+    cfg = TrainConfig(**{**_cfg(3).__dict__, "log_interval": 2, "eval_interval": 5, "steps": 30})
+    Trainer(SMALL, cfg, corpus, tmp_path / "r", torch.device("cpu"), resume=True, progress=False)
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
 
 
 def test_cuda_graphs_refuse_what_they_cannot_capture(text_dir, tmp_path):
@@ -125,6 +181,13 @@ def test_bad_data(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"content": 1}\n')
     with pytest.raises(ValueError, match='"text" string'):
         load_corpus(tmp_path / "bad.jsonl")
+
+
+def test_documents_that_all_hash_into_validation_still_split(tmp_path):
+    for name in ("part10.txt", "part11.txt", "__init__.py"):  # the first two hash into validation
+        (tmp_path / name).write_text("" if name == "__init__.py" else name * 500)
+    corpus = load_corpus(tmp_path)
+    assert corpus.train.numel() > 0 and corpus.val.numel() > 0
 
 
 def test_jsonl_and_stdlib_corpus(tmp_path):
@@ -157,6 +220,27 @@ def test_cli_train(text_dir, tmp_path, capsys):
     assert '"step": 4' in capsys.readouterr().out
     assert main(args) == 2  # would overwrite: refused
     assert "--resume" in capsys.readouterr().err
+
+
+def test_cli_resume_continues_with_the_run_s_settings_and_data(text_dir, tmp_path, monkeypatch, capsys):
+    flags = ["--data", str(text_dir), "--steps", "5", "--batch-size", "2", "--seq-len", "32", "--lr", "0.01",
+             "--seed", "3", "--log-interval", "1", "--eval-interval", "2", "--dense-warmup-steps", "2", "--quiet"]
+    assert main(["train", *flags, "--out", str(tmp_path / "a")]) == 0
+    original = Trainer._train_step
+
+    def interrupt_at_3(self, track_stats):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original(self, track_stats)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_3)
+    assert main(["train", *flags, "--out", str(tmp_path / "b")]) == 130
+    monkeypatch.setattr(Trainer, "_train_step", original)
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet"]) == 0  # no flags: the run's own
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet", "--lr", "0.02"]) == 2
+    assert "other settings" in capsys.readouterr().err
 
 
 def test_hugging_face_dataset_through_a_stand_in_module(monkeypatch):

@@ -22,28 +22,45 @@ def run(args) -> int:
             distributed.shutdown()
 
 
+RUNTIME = ("compile", "activation_checkpointing", "cuda_graphs")  # this process's choice, never the checkpoint's
+
+
+def _settings(args, on_gpu: bool, saved: dict | None):
+    """(model config, training config, data) from the flags; with --resume, what a flag does not
+    give comes from the checkpoint, so `act24 train --resume` continues the same run."""
+    import dataclasses
+
+    from ..model import ModelConfig, preset
+    from ..train import TrainConfig
+
+    saved = saved or {}
+    if saved.get("model_config") and args.preset is None and args.ffn is None and args.seq_len is None:
+        model_cfg = ModelConfig(**saved["model_config"])
+    else:
+        model_cfg = preset(args.preset or ("25m" if on_gpu else "tiny"), ffn=args.ffn, seq_len=args.seq_len)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - set(RUNTIME)
+    settings = {"steps": 2000 if on_gpu else 300, "batch_size": 32 if on_gpu else 16}
+    settings.update({k: v for k, v in (saved.get("train_config") or {}).items() if k in fields})
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "dense_warmup_steps": args.dense_warmup_steps, "eval_interval": args.eval_interval,
+             "log_interval": args.log_interval}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    train_cfg = TrainConfig(**settings, **{k: getattr(args, k) for k in RUNTIME})
+    return model_cfg, train_cfg, args.data if args.data is not None else saved.get("data_spec")
+
+
 def _train(args, device, dist) -> int:
-    from ..model import preset
-    from ..train import TrainConfig, Trainer, load_corpus
+    import pathlib
+
+    from ..train import Trainer, load_corpus
+    from ..train.checkpoint import read_meta
 
     on_gpu = device.type == "cuda"
     main = dist is None or dist.is_main
-    model_cfg = preset(args.preset or ("25m" if on_gpu else "tiny"), ffn=args.ffn, seq_len=args.seq_len)
-    defaults = {"steps": 2000 if on_gpu else 300, "batch_size": 32 if on_gpu else 16}
     try:
-        train_cfg = TrainConfig(
-            steps=defaults["steps"] if args.steps is None else args.steps,
-            batch_size=defaults["batch_size"] if args.batch_size is None else args.batch_size,
-            lr=args.lr,
-            dense_warmup_steps=args.dense_warmup_steps,
-            eval_interval=args.eval_interval,
-            log_interval=args.log_interval,
-            seed=args.seed,
-            compile=args.compile,
-            activation_checkpointing=args.activation_checkpointing,
-            cuda_graphs=args.cuda_graphs,
-        )
-        corpus = load_corpus(args.data)
+        saved = read_meta(pathlib.Path(args.out)) if args.resume else None
+        model_cfg, train_cfg, data = _settings(args, on_gpu, saved)
+        corpus = load_corpus(data)
         if main:
             print(f"data: {corpus.source}: {corpus.files} files, {corpus.train.numel():,} train / "
                   f"{corpus.val.numel():,} validation bytes")
@@ -77,14 +94,15 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, help="optimizer steps (default: 300 on CPU, 2000 on GPU)")
     p.add_argument("--batch-size", type=int, help="sequences per step (default: 16 on CPU, 32 on GPU)")
     p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the preset's)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3)")
     p.add_argument("--dense-warmup-steps", type=int, help="dense FFN steps before 2:4 (default: min(1000, steps/4))")
-    p.add_argument("--eval-interval", type=int, default=100, help="steps between validations (default: 100)")
-    p.add_argument("--log-interval", type=int, default=10, help="steps between logged losses (default: 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-interval", type=int, help="steps between validations (default: 100)")
+    p.add_argument("--log-interval", type=int, help="steps between logged losses (default: 10)")
+    p.add_argument("--seed", type=int, help="initialisation and data order (default: 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--out", default="runs/act24", help="run folder: metrics.jsonl, loss.png, checkpoint.pt")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint, with its settings and data unless given")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--compile", action="store_true", help="torch.compile each block (fullgraph)")
     p.add_argument("--activation-checkpointing", action="store_true", help="recompute blocks in the backward")

@@ -26,6 +26,20 @@ def load(path: pathlib.Path, model_config: dict) -> dict:
     return state
 
 
+TENSORS = ("model", "optimizer", "data_rng")  # the single-file checkpoint's keys that are not metadata
+
+
+def read_meta(out_dir: pathlib.Path) -> dict | None:
+    """The metadata (step, model and training settings, data) of the checkpoint in `out_dir`, without
+    reading its tensors (memory-mapped), or None when there is none."""
+    single = pathlib.Path(out_dir) / NAME
+    if single.exists():
+        state = torch.load(single, map_location="cpu", weights_only=True, mmap=True)
+        return {k: v for k, v in state.items() if k not in TENSORS}
+    sharded = find_sharded(pathlib.Path(out_dir) / SHARDED_NAME)
+    return json.loads((sharded / "meta.json").read_text()) if sharded else None
+
+
 def check_model_config(path: pathlib.Path, saved: dict | None, model_config: dict) -> None:
     if saved != model_config:
         theirs, ours = saved or {}, model_config

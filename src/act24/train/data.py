@@ -27,6 +27,7 @@ class Corpus:
     val: torch.Tensor  # uint8 [M]
     source: str
     files: int
+    spec: str | None = None  # what load_corpus was given: a resumed run reloads the same data
 
 
 def _is_validation(key: str) -> bool:
@@ -107,18 +108,17 @@ def load_corpus(path: str | pathlib.Path | None = None) -> Corpus:
         docs, source = _hf_documents(path)
     else:
         docs, source = _file_documents(path)
-    train, val = [], []
-    for key, doc in docs:
-        if doc:
-            (val if len(docs) > 1 and _is_validation(key) else train).append(doc)
-    if not train:
+    texts = [(key, doc) for key, doc in docs if doc]
+    if not texts:
         raise ValueError(f"--data {source}: the documents are empty")
-    if not val:  # one document, or none hashed into validation: hold out the last 5% of the text
-        text = SEPARATOR.join(train)
+    train = [doc for key, doc in texts if not _is_validation(key)] if len(texts) > 1 else []
+    val = [doc for key, doc in texts if _is_validation(key)] if len(texts) > 1 else []
+    if not train or not val:  # one document, or all on one side: hold out the last 5% of the text
+        text = SEPARATOR.join(doc for _, doc in texts)
         cut = int(len(text) * 0.95)
         train, val = [text[:cut]], [text[cut:]]
     as_tensor = lambda docs: torch.frombuffer(bytearray(SEPARATOR.join(docs)), dtype=torch.uint8)  # noqa: E731
-    return Corpus(as_tensor(train), as_tensor(val), source, len(docs))
+    return Corpus(as_tensor(train), as_tensor(val), source, len(docs), None if path is None else str(path))
 
 
 class BatchSampler:

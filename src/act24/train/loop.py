@@ -3,6 +3,7 @@ warm-up then 2:4, validation, metrics, plots, atomic checkpoints and exact resum
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,6 +19,7 @@ from ..ffn.dispatch import sparse_threshold_override
 from ..model import DecoderLM, ModelConfig
 from . import checkpoint, distributed, plots
 from .data import BatchSampler, Corpus
+from .interrupt import DeferredInterrupt
 from .schedule import learning_rate
 
 
@@ -57,6 +59,28 @@ class TrainConfig:
     def resolved_lr_warmup(self) -> int:
         return self.lr_warmup_steps if self.lr_warmup_steps is not None else max(1, min(200, self.steps // 10))
 
+    def trajectory(self) -> dict:
+        """The settings a resumed run must share with the run it continues. The rest may change:
+        intervals, compilation, graphs, and `steps` (to extend a run; the schedule follows the new total)."""
+        return {"batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+                "grad_clip": self.grad_clip, "lr_warmup_steps": self.lr_warmup_steps,
+                "dense_warmup_steps": self.dense_warmup_steps, "seed": self.seed}
+
+
+def check_same_run(path: pathlib.Path, meta: dict, cfg: TrainConfig, data_source: str) -> None:
+    """Refuse to resume a checkpoint with other training settings or other data: the run would
+    silently take another trajectory (another schedule, dense warm-up, token grouping or batches)."""
+    diff = {}
+    if meta.get("train_config") is not None:
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        saved = TrainConfig(**{k: v for k, v in meta["train_config"].items() if k in fields}).trajectory()
+        diff = {k: (saved[k], v) for k, v in cfg.trajectory().items() if saved[k] != v}
+    if meta.get("data") is not None and meta["data"] != data_source:
+        diff["data"] = (meta["data"], data_source)
+    if diff:
+        raise ValueError(f"{path} was written by a run with other settings: (checkpoint, this run) differ in {diff}; "
+                         "resume with the checkpoint's settings, or choose another --out")
+
 
 class Trainer:
     """Trains a DecoderLM on one device, or data-parallel with FSDP2 when given a DistContext."""
@@ -80,6 +104,10 @@ class Trainer:
             ckpt_path = checkpoint.find_sharded(ckpt_path) or ckpt_path
         if ckpt_path.exists() and not resume:
             raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+        if not resume and (self.out_dir / "metrics.jsonl").exists():
+            # a run that stopped before its first checkpoint: appending would mix the two runs' metrics
+            raise FileExistsError(f"{self.out_dir / 'metrics.jsonl'} exists from an earlier run without a checkpoint "
+                                  "to resume: choose another --out, or delete it")
         if resume and not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         model_dict = dataclasses.asdict(model_cfg)
@@ -87,6 +115,8 @@ class Trainer:
             state = checkpoint.load(ckpt_path, model_dict) if resume else None
         else:
             state = checkpoint.read_sharded_meta(ckpt_path, model_dict) if resume else None
+        if state is not None:
+            check_same_run(ckpt_path, state, cfg, corpus.source)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -160,7 +190,8 @@ class Trainer:
 
     def save_checkpoint(self) -> pathlib.Path:
         meta = {"step": self.step, "tokens_seen": self.tokens_seen,
-                "model_config": dataclasses.asdict(self.model_cfg), "train_config": dataclasses.asdict(self.cfg)}
+                "model_config": dataclasses.asdict(self.model_cfg), "train_config": dataclasses.asdict(self.cfg),
+                "data": self.corpus.source, "data_spec": self.corpus.spec}
         rng = {"data_rng": self.train_batches.generator.get_state()}
         if self.dist is not None:
             path = self.out_dir / checkpoint.SHARDED_NAME
@@ -226,8 +257,29 @@ class Trainer:
         stats = [f.last_stats for f in ffns] if track_stats else []  # this rank's tokens
         return self._mean(loss.item()) if track_stats else float("nan"), stats, lr, sparse_now
 
+    def _check_parameters(self) -> None:
+        """Every parameter finite (on every rank), or FloatingPointError. A loss can still be finite
+        when the update after it was not."""
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in self.model.parameters()]
+        if self._mean(float(torch.stack([t.isfinite().all() for t in local]).all())) != 1.0:  # every rank votes
+            raise FloatingPointError(f"parameters are not finite after step {self.step}; lower --lr (the last "
+                                     "checkpoint was left as it was)")
+
+    def _check_finite(self, what: str, value: float) -> None:
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{what} is {value} at step {self.step}; lower --lr (the last checkpoint "
+                                     "was left as it was)")
+
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> dict:
+        """Train to cfg.steps. Ctrl-C stops at the next step boundary with a checkpoint (one process;
+        under torchrun each rank saves where the interrupt finds it, rewinding an unfinished step)."""
+        # one process: a first Ctrl-C waits for the step to finish (see interrupt.py); ranks could
+        # disagree on which step that is, so torchrun runs keep the immediate interrupt
+        with DeferredInterrupt() if self.dist is None else contextlib.nullcontext() as stop:
+            return self._run(stop)
+
+    def _run(self, stop: DeferredInterrupt | None) -> dict:
         cfg = self.cfg
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         last_time, last_tokens = time.perf_counter(), self.tokens_seen
@@ -237,8 +289,7 @@ class Trainer:
                 log_now = (self.step + 1) % cfg.log_interval == 0 or self.step + 1 == cfg.steps
                 loss, stats, lr, sparse_now = self._train_step(track_stats=log_now)
                 if log_now:
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss} at step {self.step}; lower --lr")
+                    self._check_finite("loss", loss)
                     now = time.perf_counter()
                     tok_s = (self.tokens_seen - last_tokens) / (now - last_time)
                     last_time, last_tokens = now, self.tokens_seen
@@ -257,13 +308,17 @@ class Trainer:
                     bar.set_postfix(postfix, refresh=False)
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.steps:
                     val = self.evaluate()
+                    self._check_finite("validation loss", val)
                     self._log({"step": self.step, "val_loss": val})
                     summary["val_loss"] = val
                     if self.is_main:
                         bar.write(f"step {self.step}: validation loss {val:.4f}")
                 if self.step % cfg.checkpoint_interval == 0 or self.step == cfg.steps:
+                    self._check_parameters()  # never replace the last checkpoint with a diverged model
                     self.save_checkpoint()
                 bar.update(1)
+                if stop is not None and stop.requested:
+                    raise KeyboardInterrupt  # at a step boundary: nothing to rewind
         except KeyboardInterrupt:
             if self._rng_at_step_start is not None:  # interrupted inside a step: it will be redone
                 self.train_batches.generator.set_state(self._rng_at_step_start)
