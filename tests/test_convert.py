@@ -138,12 +138,39 @@ def test_linear_subclasses_and_hooked_layers_are_left_alone():
     assert "'down_proj' has forward hooks" in str(err.value)
 
 
+def test_hooked_mlps_and_mlps_with_buffers_are_left_alone():
+    model = build("nemotron")
+    model.model.layers[0].mlp.register_forward_hook(lambda *a: None)
+    model.model.layers[1].mlp.register_buffer("scale", torch.ones(1))
+    with pytest.raises(ValueError) as err:
+        act24.convert(model)
+    assert "hooks (offloading, adapters, probes) that replacing it would drop" in str(err.value)
+    assert "buffers outside the two Linear layers would be lost: ['scale']" in str(err.value)
+
+
+def test_a_shared_mlp_is_replaced_at_every_path_by_one_module():
+    model = build("nemotron")
+    shared = model.model.layers[0].mlp
+    model.model.layers[1].mlp = shared
+    report = act24.convert(model)
+    assert [c.path for c in report.converted] == ["model.layers.0.mlp", "model.layers.1.mlp"]
+    assert model.model.layers[0].mlp is model.model.layers[1].mlp
+    assert isinstance(model.model.layers[1].mlp, act24.SquaredReLUMLP) and not mlps(model)
+
+
+def test_the_model_itself_being_an_mlp_is_explained():
+    with pytest.raises(ValueError, match="model itself is a NemotronMLP, which convert cannot replace in place"):
+        act24.convert(build("nemotron").model.layers[0].mlp)
+
+
 def test_options_are_checked_and_seeds_applied():
     model = build("nemotron")
     with pytest.raises(ValueError, match="dense_fraction must be in \\[0, 1\\]"):
         act24.convert(model, dense_fraction=2.0)
     with pytest.raises(TypeError, match="sparse must be a bool"):
         act24.convert(model, sparse="no")
+    with pytest.raises(TypeError, match="dense_fraction must be a number in \\[0, 1\\], got '0.1'"):
+        act24.convert(model, dense_fraction="0.1")
     with pytest.raises(TypeError, match="perm_seed must be an int or None"):
         act24.convert(model, perm_seed=1.5)
     assert mlps(model)  # nothing was changed by the refused calls

@@ -110,10 +110,12 @@ def _classify(module: nn.Module) -> _Verdict:
             return _skip(f"activation {type(act).__name__} is not Squared ReLU (relu(x)**2)")
         if up.out_features % GROUP:
             return _skip(f"hidden size {up.out_features} is not a multiple of {GROUP} (2:4 groups)")
-        extra = sorted(set(dict(module.named_parameters())) - {f"{n}.{p}" for n in (up_name, down_name)
-                                                               for p in ("weight", "bias")})
+        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+            return _skip("it has hooks (offloading, adapters, probes) that replacing it would drop")
+        state = set(dict(module.named_parameters())) | set(dict(module.named_buffers()))
+        extra = sorted(state - {f"{n}.{p}" for n in (up_name, down_name) for p in ("weight", "bias")})
         if extra:
-            return _skip(f"parameters outside the two Linear layers would be lost: {extra}")
+            return _skip(f"parameters or buffers outside the two Linear layers would be lost: {extra}")
         return _Verdict("convert", (up_name, down_name))
     if any(h in kind.lower() for h in EXPERT_NAME_HINTS):
         return _skip("mixture-of-experts weights (fused per-expert tensors) are not converted; shared experts "
@@ -125,6 +127,11 @@ def _classify(module: nn.Module) -> _Verdict:
                          "non-gated Squared-ReLU MLP, down(relu(up(x))**2)")
         return _skip("not a known Squared-ReLU MLP class (known: " + ", ".join(KNOWN_MLPS) + ")")
     return _Verdict("")
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, attr, module)
 
 
 def convert(
@@ -153,18 +160,27 @@ def convert(
         raise TypeError(f"perm_seed must be an int or None, got {perm_seed!r}")
     dense_feature_count(4, dense_fraction)  # raises naming dense_fraction unless it is in [0, 1]
     report = ConversionReport()
-    found = [(path, m) for path, m in model.named_modules() if path]
+    # every path, shared modules included: a module reachable twice is replaced at both, by one new module
+    found = [(path, m) for path, m in model.named_modules(remove_duplicate=False) if path]
     converted_prefixes: list[str] = []
+    replacements: dict[int, SquaredReLUFFNBase] = {}
     for path, module in found:
         if any(path.startswith(p + ".") for p in converted_prefixes):
             continue  # inside an MLP already handled
         if filter_fn is not None and not filter_fn(module, path):
             continue
+        if id(module) in replacements:  # the same MLP, met again at another path
+            ffn = replacements[id(module)]
+            if ffn is not module:
+                _set_submodule(model, path, ffn)
+            converted_prefixes.append(path)
+            report.converted.append(ConvertedModule(path, type(module).__name__, ffn.d, ffn.hidden))
+            continue
         verdict = _classify(module)
         if not verdict.action:
             continue
         kind = type(module).__name__
-        seed = None if perm_seed is None else perm_seed + len(report.converted)
+        seed = None if perm_seed is None else perm_seed + len(replacements)
         if verdict.action == "act24":
             ffn = module
             ffn.sparse, ffn.dense_fraction, ffn.track_stats = sparse, dense_fraction, track_stats
@@ -176,13 +192,16 @@ def convert(
                                  down_name=down_name, sparse=sparse,
                                  dense_fraction=dense_fraction, perm_seed=seed, track_stats=track_stats)
             ffn.train(module.training)
-            parent_path, _, attr = path.rpartition(".")
-            setattr(model.get_submodule(parent_path) if parent_path else model, attr, ffn)
+            _set_submodule(model, path, ffn)
         else:
             report.skipped.append(SkippedModule(path, kind, verdict.reason))
             continue
+        replacements[id(module)] = ffn
         converted_prefixes.append(path)
         report.converted.append(ConvertedModule(path, kind, ffn.d, ffn.hidden))
+    if not report.converted and _classify(model).action in ("convert", "act24"):
+        raise ValueError(f"model itself is a {type(model).__name__}, which convert cannot replace in place: call "
+                         "act24.convert on a model that contains it, or build act24.SquaredReLUMLP(up, down) directly")
     if not report.converted:
         details = "".join(f"\n  {s.path} ({s.kind}): {s.reason}" for s in report.skipped) or " no MLP modules found"
         raise ValueError("act24.convert found no non-gated Squared-ReLU MLP to convert:" + details)
