@@ -220,6 +220,11 @@ def test_cli_train(text_dir, tmp_path, capsys):
     assert '"step": 4' in capsys.readouterr().out
     assert main(args) == 2  # would overwrite: refused
     assert "--resume" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["train", "--device", "cuda", "--out", str(tmp_path / "c")]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+    assert main(["train", "--device", "gpu0", "--out", str(tmp_path / "c")]) == 2
+    assert "--device gpu0" in capsys.readouterr().err
 
 
 def test_cli_resume_continues_with_the_run_s_settings_and_data(text_dir, tmp_path, monkeypatch, capsys):

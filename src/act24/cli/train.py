@@ -11,7 +11,14 @@ def run(args) -> int:
 
     from ..train import distributed
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        print(f"act24 train: --device {args.device}: {e}", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"act24 train: --device {args.device}: this machine has no CUDA GPU that torch can use", file=sys.stderr)
+        return 2
     dist = distributed.init(device.type) if distributed.launched_by_torchrun() else None
     if dist is not None:
         device = dist.device
@@ -69,7 +76,9 @@ def _train(args, device, dist) -> int:
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"act24 train: {e}", file=sys.stderr)
         return 2
-    sparse_note = f"; 2:4 from step {train_cfg.resolved_dense_warmup}" if model_cfg.ffn == "relu2-sparse" else ""
+    sparse_note = f"; 2:4 after step {train_cfg.resolved_dense_warmup}" if model_cfg.ffn == "relu2-sparse" else ""
+    if main and model_cfg.ffn != "relu2-sparse" and args.dense_warmup_steps is not None:
+        print(f"act24 train: --dense-warmup-steps has no effect with --ffn {model_cfg.ffn}", file=sys.stderr)
     where = f"{dist.world_size} ranks, FSDP2" if dist is not None else f"device {device}"
     if main:
         print(f"model: {model_cfg.ffn} FFN, {trainer.model.num_params() / 1e6:.1f}M parameters, "
