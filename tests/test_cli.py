@@ -44,3 +44,8 @@ def test_train_rejects_bad_settings_with_the_flag_name(tmp_path, capsys):
 def test_train_names_missing_data(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_bench_ffn_rejects_shapes_the_packers_cannot_take(capsys):
+    assert main(["bench", "ffn", "--tokens", "100", "--shape", "4096", "16384"]) == 2
+    assert "positive multiples of 64 (the packers' row and column blocks), got [100]" in capsys.readouterr().err

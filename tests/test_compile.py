@@ -33,6 +33,19 @@ def test_ffn_compiles_without_graph_breaks(sparse, bias):
         torch.testing.assert_close(a, b)
 
 
+def test_compiled_training_takes_a_transposed_input():
+    """The backward's fake outputs are contiguous, like the real op's, whatever the input's strides."""
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(32, 128, sparse=True, perm_seed=2)
+    x = torch.randn(32, 40).t()  # [40 tokens, 32], not contiguous
+    compiled = torch.compile(ffn, fullgraph=True)  # inductor checks the fake strides
+    y_eager, g_eager = _run(ffn, x, ffn)
+    y_comp, g_comp = _run(ffn, x, compiled)
+    torch.testing.assert_close(y_comp, y_eager)
+    for a, b in zip(g_comp, g_eager):
+        torch.testing.assert_close(a, b)
+
+
 def test_ffn_stats_under_compile():
     ffn = act24.SquaredReLUFFN(16, 64, sparse=True, track_stats=True)
     torch.compile(ffn, fullgraph=True, backend="aot_eager")(torch.randn(40, 16))

@@ -10,17 +10,28 @@ def run(args) -> int:
 
     if args.what == "prefill":
         return run_prefill(args)
-    if not torch.cuda.is_available():
-        print("act24 bench needs a CUDA GPU (this machine has none)", file=sys.stderr)
-        return 2
     from ..bench import common, ffn_forward, ffn_train
 
     tokens = tuple(args.tokens) if args.tokens else ffn_forward.TOKENS
     shapes = tuple(tuple(s) for s in args.shape) if args.shape else ffn_forward.SHAPES
+    bad = [t for t in tokens if t <= 0 or t % 64] + [h for _, h in shapes if h <= 0 or h % 64]
+    if bad:
+        print(f"act24 bench ffn: --tokens and the hidden size of --shape must be positive multiples of 64 "
+              f"(the packers' row and column blocks), got {bad}", file=sys.stderr)
+        return 2
+    if not torch.cuda.is_available():
+        print("act24 bench needs a CUDA GPU (this machine has none)", file=sys.stderr)
+        return 2
     bench, topic = (ffn_train.train_rows, "ffn_train") if args.backward else (ffn_forward.forward_rows, "ffn_forward")
-    rows = bench(tokens, shapes, progress=lambda r: print(
-        f"T={r['T']} d={r['d']} H={r['H']}: {r['speedup_vs_compiled']:.3f}x vs compiled", flush=True))
-    path = common.write_result(args.out, topic, {**common.header(), "rows": rows})
+    header, done = common.header(), []
+
+    def progress(row):
+        done.append(row)  # written after every row: a run cut short keeps what it measured
+        common.write_result(args.out, topic, {**header, "rows": done, "complete": False})
+        print(f"T={row['T']} d={row['d']} H={row['H']}: {row['speedup_vs_compiled']:.3f}x vs compiled", flush=True)
+
+    rows = bench(tokens, shapes, progress=progress)
+    path = common.write_result(args.out, topic, {**header, "rows": rows})
     common.print_table(rows, ffn_train.COLUMNS if args.backward else ffn_forward.COLUMNS)
     print(f"wrote {path}")
     return 0

@@ -101,7 +101,9 @@ def algorithm_for(packed: torch.Tensor, b: torch.Tensor, m: int) -> Algorithm:
             cands = _candidates(packed, b)
         except RuntimeError:  # the search itself can fail on some shapes
             cands = [Algorithm(a) for a in range(4)]
-        alg = _cache[key] = choose_fastest(cands, lambda a: _time_ms(lambda: _run(packed, b, a)))
+        # timed on b's device: CUDA events record on the current device's stream
+        with torch.cuda.device(b.device):
+            alg = _cache[key] = choose_fastest(cands, lambda a: _time_ms(lambda: _run(packed, b, a)))
     return alg
 
 

@@ -35,7 +35,8 @@ def sparse_ffn_recipe_backward(
 
 @sparse_ffn_recipe_backward.register_fake
 def _(dy, x, w1, w2, a, kept, perm_seed, num_dense):
-    return torch.empty_like(x), torch.empty_like(w1), torch.empty_like(w2), w1.new_empty(w1.shape[0])
+    # contiguous, as the real op returns (empty_like would copy a transposed input's strides)
+    return x.new_empty(x.shape), w1.new_empty(w1.shape), w2.new_empty(w2.shape), w1.new_empty(w1.shape[0])
 
 
 def _setup_context(ctx, inputs, output):
