@@ -153,8 +153,8 @@ def test_resume_refuses_other_training_settings_or_data(text_dir, tmp_path):
     with pytest.raises(ValueError, match="'data'"):
         Trainer(SMALL, _cfg(3), load_corpus(other_data), tmp_path / "r", torch.device("cpu"), resume=True,
                 progress=False)
-    # what may change: intervals, and the length (to extend a run)
-    cfg = TrainConfig(**{**_cfg(3).__dict__, "log_interval": 2, "eval_interval": 5, "steps": 30})
+    # what may change: intervals, and the length (to extend a run) with the warm-ups the run had
+    cfg = TrainConfig(**{**_cfg(3).__dict__, "log_interval": 2, "eval_interval": 5, "steps": 30, "lr_warmup_steps": 1})
     Trainer(SMALL, cfg, corpus, tmp_path / "r", torch.device("cpu"), resume=True, progress=False)
     assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
 
@@ -199,6 +199,9 @@ def test_jsonl_and_stdlib_corpus(tmp_path):
 
 
 def test_model_configs():
+    with torch.device("meta"):  # how large models are built for FSDP
+        sizes = {name: DecoderLM(preset(name)).num_params() / 1e6 for name in ("25m", "125m", "1b")}
+    assert 22 < sizes["25m"] < 28 and 115 < sizes["125m"] < 135 and 1000 < sizes["1b"] < 1300
     relu2 = DecoderLM(preset("tiny", ffn="relu2")).num_params()
     swiglu = DecoderLM(preset("tiny", ffn="swiglu")).num_params()
     assert abs(relu2 - swiglu) / relu2 < 0.05  # SwiGLU's hidden size matches parameters
@@ -246,6 +249,16 @@ def test_cli_resume_continues_with_the_run_s_settings_and_data(text_dir, tmp_pat
     capsys.readouterr()
     assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet", "--lr", "0.02"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_cli_extending_a_finished_run_keeps_its_warm_ups(text_dir, tmp_path):
+    """The default dense warm-up is a quarter of the steps: more steps must not make the run dense again."""
+    flags = ["--data", str(text_dir), "--batch-size", "2", "--seq-len", "32", "--log-interval", "1", "--quiet",
+             "--out", str(tmp_path / "x")]
+    assert main(["train", *flags, "--steps", "8"]) == 0
+    assert main(["train", *flags, "--steps", "12", "--resume"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["sparse"] for r in rows if "loss" in r] == [False] * 2 + [True] * 10
 
 
 def test_hugging_face_dataset_through_a_stand_in_module(monkeypatch):

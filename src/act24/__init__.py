@@ -1,6 +1,6 @@
 """act24: 2:4 activation sparsity for Squared-ReLU transformer FFNs."""
 
-from . import reference
+from . import functional, reference
 from .ffn import DenseWarmup, SquaredReLUFFN, SquaredReLUMLP, set_sparse
 from .integrations import ConversionReport, convert
 
@@ -11,6 +11,7 @@ __all__ = [
     "SquaredReLUFFN",
     "SquaredReLUMLP",
     "convert",
+    "functional",
     "reference",
     "set_sparse",
     "__version__",

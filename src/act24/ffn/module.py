@@ -58,7 +58,9 @@ class SquaredReLUFFNBase(nn.Module):
         self.d, self.hidden = d, hidden
         self.sparse = sparse
         self.dense_fraction = dense_fraction
-        self.perm_seed = int(torch.randint(0, 2**31 - 1, ()).item()) if perm_seed is None else int(perm_seed)
+        # drawn on the CPU generator: also under `with torch.device("meta")` (large models built for FSDP)
+        self.perm_seed = (int(torch.randint(0, 2**31 - 1, (), device="cpu").item()) if perm_seed is None
+                          else int(perm_seed))
         self.track_stats = track_stats
         self._last_counts: tuple | None = None  # (tokens, kept per feature, non-zeros)
         self._stats_hooks: OrderedDict[int, Callable[[nn.Module, ref.FFNStats], None]] = OrderedDict()

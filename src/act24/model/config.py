@@ -39,7 +39,8 @@ PRESETS: dict[str, ModelConfig] = {
     # a couple of minutes on a laptop CPU
     "tiny": ModelConfig(d_model=128, n_layers=4, n_heads=4, seq_len=128, hidden=512),
     "25m": ModelConfig(d_model=512, n_layers=8, n_heads=8, seq_len=1024, hidden=2048),
-    "125m": ModelConfig(d_model=768, n_layers=12, n_heads=12, seq_len=1024, hidden=3072),
+    # GPT-2 small's width; 18 layers, not 12, because a byte vocabulary has almost no embedding weights
+    "125m": ModelConfig(d_model=768, n_layers=18, n_heads=12, seq_len=1024, hidden=3072),
     "1b": ModelConfig(d_model=2048, n_layers=24, n_heads=16, seq_len=4096, hidden=8192),
 }
 

@@ -63,8 +63,14 @@ class TrainConfig:
         """The settings a resumed run must share with the run it continues. The rest may change:
         intervals, compilation, graphs, and `steps` (to extend a run; the schedule follows the new total)."""
         return {"batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
-                "grad_clip": self.grad_clip, "lr_warmup_steps": self.lr_warmup_steps,
-                "dense_warmup_steps": self.dense_warmup_steps, "seed": self.seed}
+                "grad_clip": self.grad_clip, "lr_warmup_steps": self.resolved_lr_warmup,
+                "dense_warmup_steps": self.resolved_dense_warmup, "seed": self.seed}
+
+    def resolved(self) -> "TrainConfig":
+        """This config with its warm-ups as numbers: what a checkpoint records, so that a run extended
+        with more steps keeps the warm-ups it trained with (their defaults depend on `steps`)."""
+        return dataclasses.replace(self, lr_warmup_steps=self.resolved_lr_warmup,
+                                   dense_warmup_steps=self.resolved_dense_warmup)
 
 
 def check_same_run(path: pathlib.Path, meta: dict, cfg: TrainConfig, data_source: str) -> None:
@@ -190,7 +196,7 @@ class Trainer:
 
     def save_checkpoint(self) -> pathlib.Path:
         meta = {"step": self.step, "tokens_seen": self.tokens_seen,
-                "model_config": dataclasses.asdict(self.model_cfg), "train_config": dataclasses.asdict(self.cfg),
+                "model_config": dataclasses.asdict(self.model_cfg), "train_config": dataclasses.asdict(self.cfg.resolved()),
                 "data": self.corpus.source, "data_spec": self.corpus.spec}
         rng = {"data_rng": self.train_batches.generator.get_state()}
         if self.dist is not None:
