@@ -94,6 +94,16 @@ def test_ctrl_c_during_the_optimizer_update_stops_after_the_step(text_dir, tmp_p
     assert _losses(tmp_path / "b") == _losses(tmp_path / "a")
 
 
+def test_compiled_blocks_train_through_the_switch_to_2_4(text_dir, tmp_path):
+    """Every block compiles from one forward: per-layer seeds must not make each layer recompile
+    (fullgraph compiles fail hard past the recompile limit of 8)."""
+    cfg = TrainConfig(steps=6, batch_size=2, log_interval=2, eval_interval=3, eval_batches=1, dense_warmup_steps=2,
+                      compile=True)
+    model = ModelConfig(d_model=32, n_layers=9, n_heads=2, seq_len=32, hidden=64)
+    summary = Trainer(model, cfg, load_corpus(text_dir), tmp_path / "c", torch.device("cpu"), progress=False).run()
+    assert summary["step"] == 6 and summary["sparse"] is True
+
+
 def test_a_diverged_run_never_overwrites_its_checkpoint(text_dir, tmp_path):
     """Losses are checked before every checkpoint, not only on logging steps."""
     cfg = TrainConfig(steps=40, batch_size=4, lr=1e4, log_interval=40, eval_interval=40, checkpoint_interval=1,

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import sparse_ffn_ops as ops
+from ..ops.recipe_ops import seed_tensor
 from ..kernels.sparsify_pack import COL_BLOCK, ROW_BLOCK
 
 HIDDEN_MULTIPLE = 2 * COL_BLOCK  # the packer's column strip
@@ -45,10 +46,12 @@ def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torc
     return (y[:T], kept, nonzeros) if count else (y[:T], None, None)
 
 
-def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int, num_dense: int):
+def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int | torch.Tensor,
+                         num_dense: int):
     """Differentiable y, kept and non-zero counts per feature. With the forward's second GEMM, 4 of
     the 6 FFN GEMMs run on 2:4 operands (see ops/sparse_training_ops.py)."""
     from ..ops import sparse_training_ops
 
-    y, _, kept, nonzeros = sparse_training_ops.sparse_ffn_train_forward(_pad_tokens(x), w1, w2, perm_seed, num_dense)
+    y, _, kept, nonzeros = sparse_training_ops.sparse_ffn_train_forward(_pad_tokens(x), w1, w2,
+                                                                         seed_tensor(perm_seed), num_dense)
     return y[:x.shape[0]], kept, nonzeros

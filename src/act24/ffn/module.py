@@ -59,11 +59,21 @@ class SquaredReLUFFNBase(nn.Module):
         self.sparse = sparse
         self.dense_fraction = dense_fraction
         # drawn on the CPU generator: also under `with torch.device("meta")` (large models built for FSDP)
-        self.perm_seed = (int(torch.randint(0, 2**31 - 1, (), device="cpu").item()) if perm_seed is None
-                          else int(perm_seed))
+        self.perm_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item()) if perm_seed is None else perm_seed
         self.track_stats = track_stats
         self._last_counts: tuple | None = None  # (tokens, kept per feature, non-zeros)
         self._stats_hooks: OrderedDict[int, Callable[[nn.Module, ref.FFNStats], None]] = OrderedDict()
+
+    @property
+    def perm_seed(self) -> int:
+        return self._perm_seed
+
+    @perm_seed.setter
+    def perm_seed(self, value: int) -> None:
+        self._perm_seed = int(value)
+        # the ops take it as a CPU tensor (not moved by .to()): an int attribute would be baked into
+        # compiled graphs, and blocks compiled from one forward would recompile for every layer's seed
+        self._perm_seed_tensor = torch.tensor(self._perm_seed, dtype=torch.int64)
 
     def ffn_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(w1 [hidden, d], w2 [d, hidden], b1 [hidden] or None, b2 [d] or None)."""
@@ -137,12 +147,13 @@ class SquaredReLUFFNBase(nn.Module):
 
     def _sparse(self, path, training, x, w1, w2, b1, want_stats):
         if path == "recipe":
-            y, kept, nnz = recipe_ops.sparse_ffn(x, w1, w2, b1, self.perm_seed, self.num_dense_features)
+            y, kept, nnz = recipe_ops.sparse_ffn(x, w1, w2, b1, self._perm_seed_tensor, self.num_dense_features)
             return y, (kept, nnz)
         from . import fast_forward  # needs Triton: imported only on the fast backend
 
         if training:
-            y, kept, nonzeros = fast_forward.sparse_train_forward(x, w1, w2, self.perm_seed, self.num_dense_features)
+            y, kept, nonzeros = fast_forward.sparse_train_forward(x, w1, w2, self._perm_seed_tensor,
+                                                                  self.num_dense_features)
         else:
             y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, b1, count=want_stats)
         return y, ((kept, nonzeros.sum()) if want_stats else None)  # no reduction on the hot path

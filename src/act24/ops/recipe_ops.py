@@ -1,6 +1,9 @@
 """The sparse FFN recipe as custom ops with registered autograd, so torch.compile sees one opaque
 node per direction (no graph breaks on its data-dependent selection, its cached permutation or
-its checks) and AOTAutograd can trace the backward."""
+its checks) and AOTAutograd can trace the backward.
+
+The token grouping's seed comes in as a CPU int64 scalar tensor, not an int: an int would be baked
+into the graph, and blocks compiled from one forward would recompile for every layer's seed."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from .. import reference as ref
 
 @torch.library.custom_op("act24::sparse_ffn_recipe", mutates_args=())
 def sparse_ffn_recipe(
-    x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torch.Tensor | None, perm_seed: int, num_dense: int
+    x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torch.Tensor | None, perm_seed: torch.Tensor,
+    num_dense: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y [T, d], kept per feature [H], non-zeros before the mask [], masked activation [T, H])."""
     return tuple(t.contiguous() for t in ref.recipe_forward(x, w1, w2, b1))
@@ -26,10 +30,10 @@ def _(x, w1, w2, b1, perm_seed, num_dense):
 @torch.library.custom_op("act24::sparse_ffn_recipe_backward", mutates_args=())
 def sparse_ffn_recipe_backward(
     dy: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, a: torch.Tensor, kept: torch.Tensor,
-    perm_seed: int, num_dense: int,
+    perm_seed: torch.Tensor, num_dense: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dw1, dw2, db1) of the recipe; tokens are grouped by the seeded permutation."""
-    perm = ref.cached_token_permutation(x.shape[0], perm_seed, x.device)
+    perm = ref.cached_token_permutation(x.shape[0], int(perm_seed), x.device)
     return tuple(t.contiguous() for t in ref.recipe_backward(dy, x, w1, w2, a, kept, perm, num_dense))
 
 
@@ -55,7 +59,12 @@ def _backward(ctx, dy, _kept, _nnz, _a):
 sparse_ffn_recipe.register_autograd(_backward, setup_context=_setup_context)
 
 
-def sparse_ffn(x, w1, w2, b1, perm_seed: int, num_dense: int):
+def seed_tensor(perm_seed: int | torch.Tensor) -> torch.Tensor:
+    """The seed as the ops take it: a CPU int64 scalar tensor."""
+    return perm_seed if isinstance(perm_seed, torch.Tensor) else torch.tensor(int(perm_seed), dtype=torch.int64)
+
+
+def sparse_ffn(x, w1, w2, b1, perm_seed: int | torch.Tensor, num_dense: int):
     """The recipe on [T, d] tokens, differentiable: (y, kept per feature, non-zeros before the mask)."""
-    y, kept, nnz, _ = sparse_ffn_recipe(x, w1, w2, b1, perm_seed, num_dense)
+    y, kept, nnz, _ = sparse_ffn_recipe(x, w1, w2, b1, seed_tensor(perm_seed), num_dense)
     return y, kept, nnz

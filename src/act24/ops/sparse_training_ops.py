@@ -21,11 +21,12 @@ from ..kernels.transpose import transpose
 
 @torch.library.custom_op("act24::sparse_ffn_train_forward", mutates_args=())
 def sparse_ffn_train_forward(
-    x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int, num_dense: int
+    x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: torch.Tensor, num_dense: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y [T, d], packed a [T, H*9/16], kept per feature [H], non-zeros per feature [H]); T % 64 == 0.
 
-    perm_seed and num_dense are the backward's: the token grouping and the dense feature count."""
+    perm_seed (a CPU int64 scalar, see recipe_ops) and num_dense are the backward's: the token grouping
+    and the dense feature count."""
     out = sparsify_pack(x @ w1.t())
     y = cusparselt.sparse_mm(out.packed, w2.t(), x.shape[0])
     return y, out.packed, out.kept_per_feature, out.nonzeros_per_feature
@@ -41,11 +42,11 @@ def _(x, w1, w2, perm_seed, num_dense):
 @torch.library.custom_op("act24::sparse_ffn_train_backward", mutates_args=())
 def sparse_ffn_train_backward(
     dy: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, packed: torch.Tensor, kept: torch.Tensor,
-    perm_seed: int, num_dense: int,
+    perm_seed: torch.Tensor, num_dense: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dW1, dW2) of the recipe from the forward's saved x and packed a."""
     T, H = x.shape[0], w1.shape[0]
-    perm = ref.cached_token_permutation(T, perm_seed, x.device)
+    perm = ref.cached_token_permutation(T, int(perm_seed), x.device)
     dense = ref.densest_features(kept, num_dense)
     dy2 = dy @ w2
     ops = backward_pack(packed, dy2, perm, dense)
