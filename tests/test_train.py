@@ -269,6 +269,7 @@ def test_cli_extending_a_finished_run_keeps_its_warm_ups(text_dir, tmp_path):
     assert main(["train", *flags, "--steps", "12", "--resume"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()]
     assert [r["sparse"] for r in rows if "loss" in r] == [False] * 2 + [True] * 10
+    assert main(["train", *flags, "--resume"]) == 0  # nothing left to do: says so
 
 
 def test_hugging_face_dataset_through_a_stand_in_module(monkeypatch):

@@ -83,6 +83,10 @@ def _train(args, device, dist) -> int:
     if main:
         print(f"model: {model_cfg.ffn} FFN, {trainer.model.num_params() / 1e6:.1f}M parameters, "
               f"{model_cfg.n_layers} layers, d={model_cfg.d_model}, hidden={model_cfg.hidden}; {where}{sparse_note}")
+    if trainer.step >= train_cfg.steps:
+        if main:
+            print(f"the run in {args.out} already finished at step {trainer.step}; pass --steps N to extend it")
+        return 0
     try:
         summary = trainer.run()
     except KeyboardInterrupt:
