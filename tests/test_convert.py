@@ -174,6 +174,9 @@ def test_options_are_checked_and_seeds_applied():
     with pytest.raises(TypeError, match="perm_seed must be an int or None"):
         act24.convert(model, perm_seed=1.5)
     assert mlps(model)  # nothing was changed by the refused calls
+    import numpy as np
+
+    act24.convert(build("nemotron"), dense_fraction=np.float32(0.05))  # numpy scalars are numbers
     act24.convert(model, perm_seed=10)
     assert [model.model.layers[i].mlp.perm_seed for i in range(2)] == [10, 11]
     lm = DecoderLM(ModelConfig(vocab_size=32, d_model=16, n_layers=2, n_heads=2, hidden=64, seq_len=16))

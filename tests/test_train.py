@@ -208,6 +208,38 @@ def test_jsonl_and_stdlib_corpus(tmp_path):
     assert stdlib.files > 100 and stdlib.val.numel() > 10_000
 
 
+def test_a_model_built_on_meta_then_loaded_trains_like_the_original():
+    """The FFNs' seeds stay on the CPU: a meta seed would send the ops to their fake kernels."""
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, seq_len=32, hidden=64)
+    torch.manual_seed(0)
+    original = DecoderLM(cfg)
+    with torch.device("meta"):
+        torch.manual_seed(0)
+        model = DecoderLM(cfg)
+    model.to_empty(device="cpu")
+    model.load_state_dict(original.state_dict())
+    model.rope_cos, model.rope_sin = original.rope_cos, original.rope_sin  # buffers recomputed at init
+    for m in (original, model):
+        m.set_sparse(True)
+    for f, g in zip(model.ffn_modules(), original.ffn_modules()):
+        g.perm_seed = f.perm_seed  # drawn from the generator, which meta initialisation does not advance
+    tokens = torch.randint(0, 256, (2, 32))
+    loss = model(tokens, tokens)[1]
+    assert torch.equal(loss, original(tokens, tokens)[1])
+    loss.backward()
+    assert all(p.grad.isfinite().all() for p in model.parameters())
+
+
+def test_resume_names_file_data_by_its_absolute_path(text_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(text_dir.parent)
+    flags = ["--steps", "3", "--batch-size", "2", "--seq-len", "32", "--quiet", "--out", str(tmp_path / "p")]
+    assert main(["train", "--data", text_dir.name, *flags[:-2], "--out", str(tmp_path / "p")]) == 0
+    monkeypatch.chdir(tmp_path.parent)  # elsewhere: the relative path would not resolve
+    assert main(["train", "--resume", "--steps", "4", "--quiet", "--out", str(tmp_path / "p")]) == 0
+    assert main(["train", "--resume", "--steps", "5", "--quiet", "--data", str(text_dir), "--out",
+                 str(tmp_path / "p")]) == 0
+
+
 def test_model_configs():
     with torch.device("meta"):  # how large models are built for FSDP
         sizes = {name: DecoderLM(preset(name)).num_params() / 1e6 for name in ("25m", "125m", "1b")}

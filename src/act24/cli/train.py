@@ -47,12 +47,18 @@ def _settings(args, on_gpu: bool, saved: dict | None):
         model_cfg = preset(args.preset or ("25m" if on_gpu else "tiny"), ffn=args.ffn, seq_len=args.seq_len)
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - set(RUNTIME)
     settings = {"steps": 2000 if on_gpu else 300, "batch_size": 32 if on_gpu else 16}
-    settings.update({k: v for k, v in (saved.get("train_config") or {}).items() if k in fields})
+    if saved.get("train_config"):  # resolved with its own steps: older checkpoints record warm-ups as None
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        run = TrainConfig(**{k: v for k, v in saved["train_config"].items() if k in known}).resolved()
+        settings.update({k: v for k, v in dataclasses.asdict(run).items() if k in fields})
     given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
              "dense_warmup_steps": args.dense_warmup_steps, "eval_interval": args.eval_interval,
              "log_interval": args.log_interval}
     settings.update({k: v for k, v in given.items() if v is not None})
     train_cfg = TrainConfig(**settings, **{k: getattr(args, k) for k in RUNTIME})
+    if saved and args.data is None and "data_spec" not in saved:
+        print("act24 train: this checkpoint does not record its data; resuming on the default data "
+              "(pass --data to choose)", file=sys.stderr)
     return model_cfg, train_cfg, args.data if args.data is not None else saved.get("data_spec")
 
 

@@ -73,7 +73,13 @@ class SquaredReLUFFNBase(nn.Module):
         self._perm_seed = int(value)
         # the ops take it as a CPU tensor (not moved by .to()): an int attribute would be baked into
         # compiled graphs, and blocks compiled from one forward would recompile for every layer's seed
-        self._perm_seed_tensor = torch.tensor(self._perm_seed, dtype=torch.int64)
+        self._perm_seed_tensor = torch.tensor(self._perm_seed, dtype=torch.int64, device="cpu")
+
+    def __setstate__(self, state):
+        seed = state.pop("perm_seed", None)  # modules pickled whole before the seed became a property
+        super().__setstate__(state)
+        if seed is not None:
+            self.perm_seed = seed
 
     def ffn_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(w1 [hidden, d], w2 [d, hidden], b1 [hidden] or None, b2 [d] or None)."""

@@ -61,7 +61,9 @@ sparse_ffn_recipe.register_autograd(_backward, setup_context=_setup_context)
 
 def seed_tensor(perm_seed: int | torch.Tensor) -> torch.Tensor:
     """The seed as the ops take it: a CPU int64 scalar tensor."""
-    return perm_seed if isinstance(perm_seed, torch.Tensor) else torch.tensor(int(perm_seed), dtype=torch.int64)
+    if isinstance(perm_seed, torch.Tensor):
+        return perm_seed
+    return torch.tensor(int(perm_seed), dtype=torch.int64, device="cpu")
 
 
 def sparse_ffn(x, w1, w2, b1, perm_seed: int | torch.Tensor, num_dense: int):

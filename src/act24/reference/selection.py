@@ -106,8 +106,12 @@ def top2_along_tokens(masked: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 
 def dense_feature_count(hidden: int, fraction: float, multiple: int = 1) -> int:
     """Number of features left dense: fraction of hidden, rounded up to `multiple`, at most hidden."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+    if isinstance(fraction, (bool, str, bytes)):
         raise TypeError(f"dense_fraction must be a number in [0, 1], got {fraction!r}")
+    try:
+        fraction = float(fraction)  # numpy and 0-d tensor scalars too
+    except (TypeError, ValueError):
+        raise TypeError(f"dense_fraction must be a number in [0, 1], got {fraction!r}") from None
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"dense_fraction must be in [0, 1], got {fraction}")
     if fraction == 0.0:

@@ -95,7 +95,7 @@ def _file_documents(path: str | pathlib.Path | None) -> tuple[list[tuple[str, by
         if not root.exists():
             raise FileNotFoundError(f"--data {path}: no such file or folder")
         files = _files(root)
-        source = str(root)
+        source = str(root.resolve())  # one name for the data however the path was written
     if not files:
         raise ValueError(f"--data {source}: no text files found (looked for {', '.join(sorted(TEXT_SUFFIXES))})")
     return [(str(f.relative_to(root)) if f != root else f.name, _read_document(f)) for f in files], source
@@ -118,7 +118,17 @@ def load_corpus(path: str | pathlib.Path | None = None) -> Corpus:
         cut = int(len(text) * 0.95)
         train, val = [text[:cut]], [text[cut:]]
     as_tensor = lambda docs: torch.frombuffer(bytearray(SEPARATOR.join(docs)), dtype=torch.uint8)  # noqa: E731
-    return Corpus(as_tensor(train), as_tensor(val), source, len(docs), None if path is None else str(path))
+    return Corpus(as_tensor(train), as_tensor(val), source, len(docs), _spec(path))
+
+
+def _spec(path) -> str | None:
+    """What a resumed run passes to load_corpus: the absolute path of file data (a relative one would
+    depend on the working directory), the hf: name as given, None for the standard library."""
+    if path is None:
+        return None
+    if isinstance(path, str) and path.startswith(HF_PREFIX):
+        return path
+    return str(pathlib.Path(path).resolve())
 
 
 class BatchSampler:

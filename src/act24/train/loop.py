@@ -328,6 +328,12 @@ class Trainer:
         except KeyboardInterrupt:
             if self._rng_at_step_start is not None:  # interrupted inside a step: it will be redone
                 self.train_batches.generator.set_state(self._rng_at_step_start)
+            try:
+                self._check_parameters()
+            except FloatingPointError as e:
+                if self.is_main:
+                    bar.write(f"interrupted at step {self.step}, not saved: {e}")
+                raise KeyboardInterrupt from e
             path = self.save_checkpoint()
             if self.is_main:
                 bar.write(f"interrupted at step {self.step}: saved {path}; continue with --resume")
