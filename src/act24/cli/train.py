@@ -45,12 +45,10 @@ def _settings(args, on_gpu: bool, saved: dict | None):
         model_cfg = ModelConfig(**saved["model_config"])
     else:
         model_cfg = preset(args.preset or ("25m" if on_gpu else "tiny"), ffn=args.ffn, seq_len=args.seq_len)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - set(RUNTIME)
     settings = {"steps": 2000 if on_gpu else 300, "batch_size": 32 if on_gpu else 16}
-    if saved.get("train_config"):  # resolved with its own steps: older checkpoints record warm-ups as None
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        run = TrainConfig(**{k: v for k, v in saved["train_config"].items() if k in known}).resolved()
-        settings.update({k: v for k, v in dataclasses.asdict(run).items() if k in fields})
+    if saved.get("train_config"):
+        run = dataclasses.asdict(TrainConfig.from_saved(saved["train_config"]))
+        settings.update({k: v for k, v in run.items() if k not in RUNTIME})
     given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
              "dense_warmup_steps": args.dense_warmup_steps, "eval_interval": args.eval_interval,
              "log_interval": args.log_interval}

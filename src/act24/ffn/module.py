@@ -66,14 +66,13 @@ class SquaredReLUFFNBase(nn.Module):
 
     @property
     def perm_seed(self) -> int:
-        return self._perm_seed
+        return int(self._perm_seed_tensor)
 
     @perm_seed.setter
     def perm_seed(self, value: int) -> None:
-        self._perm_seed = int(value)
-        # the ops take it as a CPU tensor (not moved by .to()): an int attribute would be baked into
-        # compiled graphs, and blocks compiled from one forward would recompile for every layer's seed
-        self._perm_seed_tensor = torch.tensor(self._perm_seed, dtype=torch.int64, device="cpu")
+        # kept as a CPU tensor (not moved by .to()), which the ops take: an int attribute would be baked
+        # into compiled graphs, and blocks compiled from one forward would recompile for every layer's seed
+        self._perm_seed_tensor = torch.tensor(int(value), dtype=torch.int64, device="cpu")
 
     def __setstate__(self, state):
         seed = state.pop("perm_seed", None)  # modules pickled whole before the seed became a property

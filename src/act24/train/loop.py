@@ -66,6 +66,13 @@ class TrainConfig:
                 "grad_clip": self.grad_clip, "lr_warmup_steps": self.resolved_lr_warmup,
                 "dense_warmup_steps": self.resolved_dense_warmup, "seed": self.seed}
 
+    @classmethod
+    def from_saved(cls, saved: dict) -> "TrainConfig":
+        """The config a checkpoint recorded, its warm-ups resolved with its own steps (older
+        checkpoints record them as None); fields this version does not know are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known}).resolved()
+
     def resolved(self) -> "TrainConfig":
         """This config with its warm-ups as numbers: what a checkpoint records, so that a run extended
         with more steps keeps the warm-ups it trained with (their defaults depend on `steps`)."""
@@ -78,8 +85,7 @@ def check_same_run(path: pathlib.Path, meta: dict, cfg: TrainConfig, data_source
     silently take another trajectory (another schedule, dense warm-up, token grouping or batches)."""
     diff = {}
     if meta.get("train_config") is not None:
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        saved = TrainConfig(**{k: v for k, v in meta["train_config"].items() if k in fields}).trajectory()
+        saved = TrainConfig.from_saved(meta["train_config"]).trajectory()
         diff = {k: (saved[k], v) for k, v in cfg.trajectory().items() if saved[k] != v}
     if meta.get("data") is not None and meta["data"] != data_source:
         diff["data"] = (meta["data"], data_source)
