@@ -158,3 +158,17 @@ def test_trainer_with_cuda_graphs_follows_the_eager_trajectory(text_dir, tmp_pat
         trainer.run()
     Trainer(model_cfg, config(True), corpus, out, torch.device("cuda"), resume=True, progress=False).run()
     torch.testing.assert_close(logged(out)[1], graphed, rtol=2e-3, atol=0)
+
+
+@pytest.mark.gpu
+def test_compiled_trainer_runs_the_fast_kernels_through_the_switch_to_2_4(text_dir, tmp_path):
+    """The GPU ops take each layer's seed as a CPU tensor: nine blocks share their compiled graphs
+    instead of recompiling per layer past the limit of 8."""
+    from act24.model import ModelConfig
+    from act24.train import TrainConfig, Trainer, load_corpus
+
+    cfg = TrainConfig(steps=6, batch_size=4, log_interval=2, eval_interval=3, eval_batches=1, dense_warmup_steps=2,
+                      compile=True)
+    model = ModelConfig(d_model=64, n_layers=9, n_heads=2, seq_len=64, hidden=256)
+    summary = Trainer(model, cfg, load_corpus(text_dir), tmp_path / "c", torch.device("cuda"), progress=False).run()
+    assert summary["step"] == 6 and summary["sparse"] is True and summary["val_loss"] == summary["val_loss"]

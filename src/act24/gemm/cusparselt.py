@@ -6,15 +6,22 @@ multiples of 64, the only shapes used here). The best algorithm differs per shap
 some raise on some shapes, so each (shape, dtype, layout, device) is timed once
 over every algorithm that runs, and the fastest is cached. `transpose_result` is
 never used: it measured slower than dense on the H200.
+
+Calls go through plans built once per problem (`cusparselt_plans`), which saves torch's
+per-call plan construction, wherever they were checked equal to `torch._cslt_sparse_mm` on
+that device and dtype; elsewhere through `torch._cslt_sparse_mm` itself.
 """
 
 from __future__ import annotations
 
 import statistics
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
+
+from . import cusparselt_plans
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,41 @@ def _b_layout(b: torch.Tensor) -> str:
 _SCHEMA_ARGS = {a.name for a in torch.ops.aten._cslt_sparse_mm.default._schema.arguments}
 
 
+# False: every call through torch._cslt_sparse_mm (benchmarks compare the two)
+DIRECT_CALLS = True
+_direct_checked: dict[tuple, bool] = {}
+
+
+def _plan_key(packed, b, alg: Algorithm) -> cusparselt_plans.PlanKey:
+    return cusparselt_plans.PlanKey(packed.shape[0], b.shape[0], b.shape[1], b.dtype, b.is_contiguous(), alg.alg_id,
+                                    alg.split_k, alg.split_k_mode, b.device)
+
+
+def _direct_calls_agree(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether planned calls give torch's results bit for bit, on a probe in both dense layouts (checked once)."""
+    key = (dtype, device)
+    if key not in _direct_checked:
+        try:
+            g = torch.Generator(device=device).manual_seed(0)
+            a = torch.randn(64, 128, dtype=dtype, device=device, generator=g)
+            a = a * (torch.arange(128, device=device) % 4 < 2)  # 2:4 along rows
+            packed = torch._cslt_compress(a)
+            b = torch.randn(128, 64, dtype=dtype, device=device, generator=g)
+            agree = all(torch.equal(cusparselt_plans.plan_for(_plan_key(packed, bb, Algorithm(0))).run(packed, bb),
+                                    torch._cslt_sparse_mm(packed, bb, alg_id=0)) for bb in (b, b.t().contiguous().t()))
+            reason = "results differ from torch._cslt_sparse_mm"
+        except (cusparselt_plans.LibraryError, RuntimeError) as e:
+            agree, reason = False, str(e)
+        if not agree:
+            warnings.warn(f"act24: cuSPARSELt called through torch for {dtype} on {device} "
+                          f"(about 0.4 ms more host time per call): {reason}", stacklevel=3)
+        _direct_checked[key] = agree
+    return _direct_checked[key]
+
+
 def _run(packed, b, alg: Algorithm) -> torch.Tensor:
+    if DIRECT_CALLS and _direct_calls_agree(b.dtype, b.device):
+        return cusparselt_plans.plan_for(_plan_key(packed, b, alg)).run(packed, b)
     kwargs = {"alg_id": alg.alg_id}
     if alg.split_k != 1:  # split-K arguments changed names across torch versions
         kwargs["split_k"] = alg.split_k

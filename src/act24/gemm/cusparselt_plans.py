@@ -1,0 +1,180 @@
+"""cuSPARSELt matmuls through plans built once per problem, called straight into the library torch loaded.
+
+`torch._cslt_sparse_mm` builds a cuSPARSELt plan (descriptors, algorithm selection, plan) on
+every call: ~0.4 ms of host time, which small problems and deep models cannot hide. Here a plan
+is built once per (shape, dtype, dense layout, algorithm, device, thread) and every later call
+is a single `cusparseLtMatmul`. The descriptors mirror torch's exactly (sparse A row-major with
+ld = K; B row-major, or its transpose with op TRANSPOSE; D row-major), so the packed operands
+that `torch._cslt_compress` and act24's packers write are valid for them. Before first use on a
+device and dtype the results are compared with `torch._cslt_sparse_mm` bit for bit
+(`cusparselt.sparse_mm`); on any difference, or where the library cannot be loaded, callers
+stay on torch's path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+
+import torch
+
+# enum values of cusparseLt.h / cusparse.h / library_types.h
+_SUCCESS = 0
+_CUDA_TYPE = {torch.float16: 2, torch.bfloat16: 14}  # CUDA_R_16F, CUDA_R_16BF
+_ORDER_ROW = 2
+_OP_N, _OP_T = 0, 1
+_SPARSITY_50 = 0
+_COMPUTE_32F = 2
+_ALG_DEFAULT = 0
+_ALG_CONFIG_ID, _SPLIT_K, _SPLIT_K_MODE = 0, 3, 4
+# opaque structs: 512 bytes in cuSPARSELt 0.7+, 1024 before; the larger size fits both
+_OPAQUE = ctypes.c_uint8 * 1024
+_FUNCTIONS = {
+    "cusparseLtInit": (ctypes.c_void_p,),
+    "cusparseLtStructuredDescriptorInit": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                           ctypes.c_int64, ctypes.c_uint32, ctypes.c_int, ctypes.c_int, ctypes.c_int),
+    "cusparseLtDenseDescriptorInit": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                      ctypes.c_int64, ctypes.c_uint32, ctypes.c_int, ctypes.c_int),
+    "cusparseLtMatmulDescriptorInit": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int),
+    "cusparseLtMatmulAlgSelectionInit": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int),
+    "cusparseLtMatmulAlgSetAttribute": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                        ctypes.c_size_t),
+    "cusparseLtMatmulPlanInit": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p),
+    "cusparseLtMatmulGetWorkspace": (ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)),
+    "cusparseLtMatmul": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                         ctypes.c_int32),
+}
+
+
+class LibraryError(RuntimeError):
+    pass
+
+
+def _loaded_library_path() -> str | None:
+    """Where the process mapped libcusparseLt from (torch loads it with its CUDA libraries)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                if "libcusparseLt" in line:
+                    return line.split()[-1]
+    except OSError:
+        pass
+    return None
+
+
+_lib = None
+_lib_error: str | None = None
+
+
+def library():
+    """The cuSPARSELt library torch uses, with argument types declared; raises LibraryError."""
+    global _lib, _lib_error
+    if _lib is None and _lib_error is None:
+        try:
+            torch.backends.cusparselt.version()  # makes sure torch has loaded it
+            lib = ctypes.CDLL(_loaded_library_path() or "libcusparseLt.so.0")
+            for name, argtypes in _FUNCTIONS.items():
+                fn = getattr(lib, name)
+                fn.argtypes, fn.restype = argtypes, ctypes.c_int
+            _lib = lib
+        except (OSError, AttributeError, RuntimeError) as e:
+            _lib_error = f"{type(e).__name__}: {e}"
+    if _lib is None:
+        raise LibraryError(f"cuSPARSELt could not be called directly: {_lib_error}")
+    return _lib
+
+
+def _check(status: int, what: str) -> None:
+    if status != _SUCCESS:
+        raise RuntimeError(f"cuSPARSELt {what} failed with status {status}")
+
+
+_local = threading.local()  # cuSPARSELt handles are not thread-safe: one per thread and device, like torch's
+
+
+def _handle(device: torch.device):
+    handles = _local.__dict__.setdefault("handles", {})
+    if device not in handles:
+        handle = _OPAQUE()
+        with torch.cuda.device(device):
+            _check(library().cusparseLtInit(ctypes.byref(handle)), "init")
+        handles[device] = handle
+    return handles[device]
+
+
+@dataclass(frozen=True)
+class PlanKey:
+    m: int
+    k: int
+    n: int
+    dtype: torch.dtype
+    b_row_major: bool
+    alg_id: int
+    split_k: int
+    split_k_mode: int
+    device: torch.device
+
+
+class Plan:
+    """Descriptors, algorithm and plan of one problem; kept alive together (the plan points into them)."""
+
+    def __init__(self, key: PlanKey):
+        lib, self.key = library(), key
+        self.handle = _handle(key.device)
+        h = ctypes.byref(self.handle)
+        self.a, self.b, self.d, self.matmul, self.selection, self.plan = (_OPAQUE() for _ in range(6))
+        kind = _CUDA_TYPE[key.dtype]
+        _check(lib.cusparseLtStructuredDescriptorInit(h, ctypes.byref(self.a), key.m, key.k, key.k, 16, kind,
+                                                      _ORDER_ROW, _SPARSITY_50), "sparse descriptor")
+        b_rows, b_cols = (key.k, key.n) if key.b_row_major else (key.n, key.k)
+        _check(lib.cusparseLtDenseDescriptorInit(h, ctypes.byref(self.b), b_rows, b_cols, b_cols, 16, kind,
+                                                 _ORDER_ROW), "dense descriptor")
+        _check(lib.cusparseLtDenseDescriptorInit(h, ctypes.byref(self.d), key.m, key.n, key.n, 16, kind, _ORDER_ROW),
+               "output descriptor")
+        _check(lib.cusparseLtMatmulDescriptorInit(h, ctypes.byref(self.matmul), _OP_N,
+                                                  _OP_N if key.b_row_major else _OP_T, ctypes.byref(self.a),
+                                                  ctypes.byref(self.b), ctypes.byref(self.d), ctypes.byref(self.d),
+                                                  _COMPUTE_32F), "matmul descriptor")
+        _check(lib.cusparseLtMatmulAlgSelectionInit(h, ctypes.byref(self.selection), ctypes.byref(self.matmul),
+                                                    _ALG_DEFAULT), "algorithm selection")
+        self._set(_ALG_CONFIG_ID, key.alg_id)
+        if key.split_k != 1:
+            self._set(_SPLIT_K, key.split_k)
+            if key.split_k_mode > 0:
+                self._set(_SPLIT_K_MODE, key.split_k_mode)
+        _check(lib.cusparseLtMatmulPlanInit(h, ctypes.byref(self.plan), ctypes.byref(self.matmul),
+                                            ctypes.byref(self.selection)), "plan")
+        size = ctypes.c_size_t()
+        _check(lib.cusparseLtMatmulGetWorkspace(h, ctypes.byref(self.plan), ctypes.byref(size)), "workspace query")
+        self.workspace_bytes = size.value
+        self.alpha, self.beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
+
+    def _set(self, attribute: int, value: int) -> None:
+        v = ctypes.c_int(value)
+        _check(library().cusparseLtMatmulAlgSetAttribute(ctypes.byref(self.handle), ctypes.byref(self.selection),
+                                                          attribute, ctypes.byref(v), ctypes.sizeof(v)),
+               f"algorithm attribute {attribute}")
+
+    def run(self, packed: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if b.device.index != torch.cuda.current_device():  # the launch goes to the current device
+            with torch.cuda.device(b.device):
+                return self.run(packed, b)
+        out = torch.empty(self.key.m, self.key.n, dtype=b.dtype, device=b.device)
+        workspace = torch.empty(self.workspace_bytes, dtype=torch.uint8, device=b.device) if self.workspace_bytes else None
+        stream = ctypes.c_void_p(torch.cuda.current_stream(b.device).cuda_stream)
+        _check(library().cusparseLtMatmul(
+            ctypes.byref(self.handle), ctypes.byref(self.plan), ctypes.byref(self.alpha), packed.data_ptr(),
+            b.data_ptr(), ctypes.byref(self.beta), out.data_ptr(), out.data_ptr(),
+            None if workspace is None else workspace.data_ptr(), ctypes.byref(stream), 1), "matmul")
+        return out
+
+
+def plan_for(key: PlanKey) -> Plan:
+    plans = _local.__dict__.setdefault("plans", {})
+    plan = plans.get(key)
+    if plan is None:
+        plan = plans[key] = Plan(key)
+    return plan
