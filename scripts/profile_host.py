@@ -1,5 +1,6 @@
-"""Where the host time of a sparse FFN training step goes: cProfile of forward + backward through
-`SquaredReLUFFN` at a small, host-bound shape, and the step's host issue time against its GPU time.
+"""Where the host time of a sparse FFN training step goes: cProfile and torch.profiler (CPU ops and
+CUDA runtime calls) of forward + backward through `SquaredReLUFFN` at a small, host-bound shape, and
+the step's host issue time against its GPU time.
 Writes OUT/profile_host.txt.
 
 Usage: PYTHONPATH=src python scripts/profile_host.py OUT [--tokens 2048] [--shape 2048 8192]
@@ -55,6 +56,12 @@ def main() -> None:
         s = io.StringIO()
         pstats.Stats(profiler, stream=s).sort_stats(key).print_stats(35)
         report.append(s.getvalue())
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            step()
+        torch.cuda.synchronize()
+    report.append(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
     text = "\n".join(report)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
