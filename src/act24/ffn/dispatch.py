@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 
-# T*d*hidden = 2**38: T=16384 at d=2048, hidden=8192, or T=4096 at d=4096, hidden=16384. On the H200
-# shapes above it ran faster sparse (1.07-1.21x vs compiled dense), shapes at it broke even or gained
-# a little (0.98-1.08x), at 2**37 the result depended on the host (0.73-1.15x), below it sparse was
-# slower: cuSPARSELt spends ~0.4 ms per call on the host building its plan, which small problems
-# cannot hide (replayed from a CUDA graph they can: docs/performance.md).
-_threshold = 2**38
+# T*d*hidden = 2**37: T=8192 at d=2048, hidden=8192, or T=2048 at d=4096, hidden=16384. On the H200,
+# with cuSPARSELt plans built once per shape (gemm/cusparselt_plans.py), the forward grid read 1.15-1.16x
+# vs compiled dense at T=2048, d=4096 and 0.97x at T=8192, d=2048 (2**37), 1.09-1.19x above, and
+# 0.74-1.00x below (docs/performance.md). Before the plans, torch rebuilt the plan at every call
+# (~0.4 ms of host time) and the threshold was 2**38.
+_threshold = 2**37
 
 
 def set_sparse_threshold(tokens_x_d_x_hidden: int) -> None:
