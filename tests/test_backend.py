@@ -52,7 +52,7 @@ def test_dispatch_threshold():
     finally:
         dispatch.set_sparse_threshold(old)
     assert not dispatch.use_sparse(1, 4096, 16384)  # decode stays dense
-    assert dispatch.use_sparse(16384, 2048, 8192) and not dispatch.use_sparse(8192, 2048, 8192)
+    assert dispatch.use_sparse(2048, 4096, 16384) and not dispatch.use_sparse(1024, 4096, 16384)
 
 
 def test_float32_training_on_a_supported_gpu_runs_the_recipe(monkeypatch):
