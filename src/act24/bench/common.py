@@ -25,7 +25,7 @@ def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
 def cuda_graph_replay(fn, warmup: int = 3):
     """fn captured in a CUDA graph after warm-up calls on a side stream (compiles, algorithm searches
     and caches happen there); returns the graph's replay. A replay skips the host work of every
-    call inside fn: Python, kernel launches, cuSPARSELt's per-call plan building."""
+    call inside fn: Python and kernel launches."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):

@@ -1,8 +1,8 @@
 """The training step replayed from a CUDA graph: forward, backward, clipping and the optimizer step
 captured once per FFN mode (dense warm-up, then 2:4) and replayed on new batches.
 
-A replay skips the step's host work: Python, kernel launches and cuSPARSELt's per-call plan
-building, which dominate small models (docs/performance.md). Needs a capturable optimizer with a
+A replay skips the step's host work: Python and kernel launches, which dominate small models
+(docs/performance.md). Needs a capturable optimizer with a
 tensor learning rate (set before each replay) and gradients left unset before the capture, so
 that the captured backward writes them instead of accumulating into them.
 """
