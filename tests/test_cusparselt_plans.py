@@ -1,5 +1,6 @@
 """The planned cuSPARSELt path's descriptors and its fallback, without a GPU."""
 
+import ctypes
 import warnings
 
 import pytest
@@ -12,15 +13,17 @@ from act24.gemm import cusparselt_plans as P
 class RecordingLibrary:
     """Stands in for libcusparseLt: records every call, reports success and a 256-byte workspace."""
 
-    def __init__(self):
-        self.calls = []
+    def __init__(self, failing: str | None = None):
+        self.calls, self.failing = [], failing
 
     def __getattr__(self, name):
         def call(*args):
             self.calls.append((name, args))
+            if name == "cusparseLtGetErrorString":
+                return b"CUSPARSE_STATUS_NOT_SUPPORTED"
             if name == "cusparseLtMatmulGetWorkspace":
                 args[-1]._obj.value = 256
-            return 0
+            return 10 if name == self.failing else 0
         return call
 
     def args(self, name):
@@ -31,7 +34,7 @@ class RecordingLibrary:
 def test_plan_describes_the_problem_as_torch_does(monkeypatch, b_row_major):
     lib = RecordingLibrary()
     monkeypatch.setattr(P, "library", lambda: lib)
-    monkeypatch.setattr(P, "_handle", lambda device: P._OPAQUE())
+    monkeypatch.setattr(P, "_handle", lambda device: P._opaque())
     m, k, n = 128, 256, 64
     plan = P.Plan(P.PlanKey(m, k, n, torch.bfloat16, b_row_major, 3, 2, 1, torch.device("cuda", 0)))
     (sparse,) = lib.args("cusparseLtStructuredDescriptorInit")
@@ -44,6 +47,15 @@ def test_plan_describes_the_problem_as_torch_does(monkeypatch, b_row_major):
     attributes = {a[2]: a[3]._obj.value for a in lib.args("cusparseLtMatmulAlgSetAttribute")}
     assert attributes == {P._ALG_CONFIG_ID: 3, P._SPLIT_K: 2, P._SPLIT_K_MODE: 1}
     assert plan.workspace_bytes == 256
+
+
+def test_opaque_buffers_are_aligned_and_failures_name_the_step(monkeypatch):
+    assert all(ctypes.addressof(P._opaque()) % 16 == 0 for _ in range(20))
+    lib = RecordingLibrary(failing="cusparseLtMatmulPlanInit")
+    monkeypatch.setattr(P, "library", lambda: lib)
+    monkeypatch.setattr(P, "_handle", lambda device: P._opaque())
+    with pytest.raises(RuntimeError, match=r"cuSPARSELt plan failed: status 10 \(CUSPARSE_STATUS_NOT_SUPPORTED\)"):
+        P.Plan(P.PlanKey(64, 128, 64, torch.float16, True, 0, 1, -1, torch.device("cuda", 0)))
 
 
 def test_unchecked_or_failing_planned_calls_fall_back_to_torch_with_one_warning(monkeypatch):

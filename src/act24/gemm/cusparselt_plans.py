@@ -28,8 +28,8 @@ _SPARSITY_50 = 0
 _COMPUTE_32F = 2
 _ALG_DEFAULT = 0
 _ALG_CONFIG_ID, _SPLIT_K, _SPLIT_K_MODE = 0, 3, 4
-# opaque structs: 512 bytes in cuSPARSELt 0.7+, 1024 before; the larger size fits both
-_OPAQUE = ctypes.c_uint8 * 1024
+# opaque structs: 512 bytes (16-byte aligned) in cuSPARSELt 0.7+, 1024 before; the larger size fits both
+_OPAQUE_BYTES = 1024
 _FUNCTIONS = {
     "cusparseLtInit": (ctypes.c_void_p,),
     "cusparseLtStructuredDescriptorInit": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
@@ -43,6 +43,7 @@ _FUNCTIONS = {
                                         ctypes.c_size_t),
     "cusparseLtMatmulPlanInit": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p),
     "cusparseLtMatmulGetWorkspace": (ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)),
+    "cusparseLtGetErrorString": (ctypes.c_int,),
     "cusparseLtMatmul": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                          ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                          ctypes.c_int32),
@@ -51,6 +52,12 @@ _FUNCTIONS = {
 
 class LibraryError(RuntimeError):
     pass
+
+
+def _opaque():
+    """A zeroed 16-byte-aligned buffer for one of cuSPARSELt's opaque structs (it keeps its backing alive)."""
+    raw = (ctypes.c_uint8 * (_OPAQUE_BYTES + 16))()
+    return (ctypes.c_uint8 * _OPAQUE_BYTES).from_buffer(raw, -ctypes.addressof(raw) % 16)
 
 
 def _loaded_library_path() -> str | None:
@@ -79,6 +86,7 @@ def library():
             for name, argtypes in _FUNCTIONS.items():
                 fn = getattr(lib, name)
                 fn.argtypes, fn.restype = argtypes, ctypes.c_int
+            lib.cusparseLtGetErrorString.restype = ctypes.c_char_p
             _lib = lib
         except (OSError, AttributeError, RuntimeError) as e:
             _lib_error = f"{type(e).__name__}: {e}"
@@ -89,7 +97,8 @@ def library():
 
 def _check(status: int, what: str) -> None:
     if status != _SUCCESS:
-        raise RuntimeError(f"cuSPARSELt {what} failed with status {status}")
+        message = (library().cusparseLtGetErrorString(status) or b"").decode(errors="replace")
+        raise RuntimeError(f"cuSPARSELt {what} failed: status {status} ({message})")
 
 
 _local = threading.local()  # cuSPARSELt handles are not thread-safe: one per thread and device, like torch's
@@ -98,7 +107,7 @@ _local = threading.local()  # cuSPARSELt handles are not thread-safe: one per th
 def _handle(device: torch.device):
     handles = _local.__dict__.setdefault("handles", {})
     if device not in handles:
-        handle = _OPAQUE()
+        handle = _opaque()
         with torch.cuda.device(device):
             _check(library().cusparseLtInit(ctypes.byref(handle)), "init")
         handles[device] = handle
@@ -125,7 +134,7 @@ class Plan:
         lib, self.key = library(), key
         self.handle = _handle(key.device)
         h = ctypes.byref(self.handle)
-        self.a, self.b, self.d, self.matmul, self.selection, self.plan = (_OPAQUE() for _ in range(6))
+        self.a, self.b, self.d, self.matmul, self.selection, self.plan = (_opaque() for _ in range(6))
         kind = _CUDA_TYPE[key.dtype]
         _check(lib.cusparseLtStructuredDescriptorInit(h, ctypes.byref(self.a), key.m, key.k, key.k, 16, kind,
                                                       _ORDER_ROW, _SPARSITY_50), "sparse descriptor")
