@@ -1,5 +1,6 @@
 """The planned cuSPARSELt path's descriptors and its fallback, without a GPU."""
 
+import contextlib
 import ctypes
 import warnings
 
@@ -74,3 +75,44 @@ def test_unchecked_or_failing_planned_calls_fall_back_to_torch_with_one_warning(
         warnings.simplefilter("error")
         assert C._run(packed, b, C.Algorithm(2)) == "torch's result"
     assert calls == [{"alg_id": 1}, {"alg_id": 2}]
+
+
+def test_plans_release_what_they_initialised(monkeypatch):
+    lib = RecordingLibrary(failing="cusparseLtMatmulPlanInit")
+    monkeypatch.setattr(P, "library", lambda: lib)
+    monkeypatch.setattr(P, "_lib", lib)
+    monkeypatch.setattr(P, "_handle", lambda device: P._opaque())
+    key = P.PlanKey(64, 128, 64, torch.bfloat16, True, 0, 1, -1, torch.device("cuda", 0))
+    with pytest.raises(RuntimeError):
+        P.Plan(key)  # failed at the plan: three descriptors and the selection to release, no plan
+    released = lambda: [n for n, _ in lib.calls if n.endswith("Destroy")]
+    assert released() == ["cusparseLtMatmulAlgSelectionDestroy"] + ["cusparseLtMatDescriptorDestroy"] * 3
+    lib.failing, lib.calls = None, []
+    plan = P.Plan(key)
+    del plan
+    assert released() == ["cusparseLtMatmulPlanDestroy", "cusparseLtMatmulAlgSelectionDestroy"] + \
+        ["cusparseLtMatDescriptorDestroy"] * 3
+
+
+def test_plan_cache_drops_the_least_recently_used(monkeypatch):
+    monkeypatch.setattr(P, "Plan", lambda key: ("plan", key))
+    monkeypatch.setattr(P, "MAX_PLANS", 2)
+    monkeypatch.setattr(P, "_local", type(P._local)())
+    a, b, c = P.plan_for(1), P.plan_for(2), P.plan_for(1)
+    assert a is c
+    P.plan_for(3)  # evicts 2, used least recently
+    assert list(P._local.plans) == [1, 3]
+
+
+def test_one_algorithm_search_per_power_of_two_of_rows(monkeypatch):
+    assert [C.rows_bucket(m) for m in (64, 65, 128, 4032, 4096, 4160)] == [64, 128, 128, 4096, 4096, 8192]
+    searched = []
+    monkeypatch.setattr(C, "_cache", {})
+    monkeypatch.setattr(C, "_candidates", lambda packed, b: searched.append(packed.shape[0]) or [C.Algorithm(0)])
+    monkeypatch.setattr(C, "_runner", lambda packed, b, alg, keep_plan=True: lambda: None)
+    monkeypatch.setattr(C, "_time_ms", lambda fn: 1.0)
+    monkeypatch.setattr(C.torch.cuda, "device", lambda device: contextlib.nullcontext())
+    b = torch.empty(128, 64, dtype=torch.bfloat16)
+    for m in (3008, 4096, 2112, 4160):
+        C.algorithm_for(torch.empty(m, 72, dtype=torch.bfloat16), b, m)
+    assert searched == [3008, 4160]

@@ -83,9 +83,14 @@ def _direct_calls_agree(dtype: torch.dtype, device: torch.device) -> bool:
     return _direct_checked[key]
 
 
-def _run(packed, b, alg: Algorithm) -> torch.Tensor:
+def _runner(packed, b, alg: Algorithm, *, keep_plan: bool = True) -> Callable[[], torch.Tensor]:
+    """A call of the product with `alg`: a planned call where planned calls passed their check (the plan
+    kept for later calls unless `keep_plan` is False: the algorithm search times candidates it drops),
+    else torch._cslt_sparse_mm."""
     if DIRECT_CALLS and _direct_calls_agree(b.dtype, b.device):
-        return cusparselt_plans.plan_for(_plan_key(packed, b, alg)).run(packed, b)
+        key = _plan_key(packed, b, alg)
+        plan = cusparselt_plans.plan_for(key) if keep_plan else cusparselt_plans.Plan(key)
+        return lambda: plan.run(packed, b)
     kwargs = {"alg_id": alg.alg_id}
     if alg.split_k != 1:  # split-K arguments changed names across torch versions
         kwargs["split_k"] = alg.split_k
@@ -93,7 +98,11 @@ def _run(packed, b, alg: Algorithm) -> torch.Tensor:
             kwargs["split_k_mode"] = alg.split_k_mode
         elif "split_k_one_kernel" in _SCHEMA_ARGS:
             kwargs["split_k_one_kernel"] = bool(alg.split_k_mode)
-    return torch._cslt_sparse_mm(packed, b, **kwargs)
+    return lambda: torch._cslt_sparse_mm(packed, b, **kwargs)
+
+
+def _run(packed, b, alg: Algorithm) -> torch.Tensor:
+    return _runner(packed, b, alg)()
 
 
 def _time_ms(fn: Callable[[], object], reps: int = 3) -> float:
@@ -134,8 +143,14 @@ def _candidates(packed, b) -> list[Algorithm]:
     return [first] + [a for a in plain if a != first]
 
 
+def rows_bucket(m: int) -> int:
+    """The power of two at or above m: one algorithm search serves every row count up to it (prefill
+    lengths vary, and a search costs tens of milliseconds)."""
+    return 1 << max(m - 1, 1).bit_length()
+
+
 def algorithm_for(packed: torch.Tensor, b: torch.Tensor, m: int) -> Algorithm:
-    key = (m, b.shape[0], b.shape[1], b.dtype, _b_layout(b), b.device)
+    key = (rows_bucket(m), b.shape[0], b.shape[1], b.dtype, _b_layout(b), b.device)
     alg = _cache.get(key)
     if alg is None:
         try:
@@ -144,7 +159,7 @@ def algorithm_for(packed: torch.Tensor, b: torch.Tensor, m: int) -> Algorithm:
             cands = [Algorithm(a) for a in range(4)]
         # timed on b's device: CUDA events record on the current device's stream
         with torch.cuda.device(b.device):
-            alg = _cache[key] = choose_fastest(cands, lambda a: _time_ms(lambda: _run(packed, b, a)))
+            alg = _cache[key] = choose_fastest(cands, lambda a: _time_ms(_runner(packed, b, a, keep_plan=False)))
     return alg
 
 

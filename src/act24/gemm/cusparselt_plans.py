@@ -13,6 +13,7 @@ stay on torch's path.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import threading
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ _FUNCTIONS = {
     "cusparseLtMatmulPlanInit": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p),
     "cusparseLtMatmulGetWorkspace": (ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)),
     "cusparseLtGetErrorString": (ctypes.c_int,),
+    "cusparseLtMatDescriptorDestroy": (ctypes.c_void_p,),
+    "cusparseLtMatmulAlgSelectionDestroy": (ctypes.c_void_p,),
+    "cusparseLtMatmulPlanDestroy": (ctypes.c_void_p,),
     "cusparseLtMatmul": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                          ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                          ctypes.c_int32),
@@ -128,27 +132,33 @@ class PlanKey:
 
 
 class Plan:
-    """Descriptors, algorithm and plan of one problem; kept alive together (the plan points into them)."""
+    """Descriptors, algorithm and plan of one problem; kept alive together (the plan points into them)
+    and destroyed together when the plan is dropped."""
 
     def __init__(self, key: PlanKey):
         lib, self.key = library(), key
+        self._destroy: list[tuple[str, object]] = []  # what was initialised, to release in __del__
         self.handle = _handle(key.device)
         h = ctypes.byref(self.handle)
         self.a, self.b, self.d, self.matmul, self.selection, self.plan = (_opaque() for _ in range(6))
         kind = _CUDA_TYPE[key.dtype]
         _check(lib.cusparseLtStructuredDescriptorInit(h, ctypes.byref(self.a), key.m, key.k, key.k, 16, kind,
                                                       _ORDER_ROW, _SPARSITY_50), "sparse descriptor")
+        self._destroy.append(("cusparseLtMatDescriptorDestroy", self.a))
         b_rows, b_cols = (key.k, key.n) if key.b_row_major else (key.n, key.k)
         _check(lib.cusparseLtDenseDescriptorInit(h, ctypes.byref(self.b), b_rows, b_cols, b_cols, 16, kind,
                                                  _ORDER_ROW), "dense descriptor")
+        self._destroy.append(("cusparseLtMatDescriptorDestroy", self.b))
         _check(lib.cusparseLtDenseDescriptorInit(h, ctypes.byref(self.d), key.m, key.n, key.n, 16, kind, _ORDER_ROW),
                "output descriptor")
+        self._destroy.append(("cusparseLtMatDescriptorDestroy", self.d))
         _check(lib.cusparseLtMatmulDescriptorInit(h, ctypes.byref(self.matmul), _OP_N,
                                                   _OP_N if key.b_row_major else _OP_T, ctypes.byref(self.a),
                                                   ctypes.byref(self.b), ctypes.byref(self.d), ctypes.byref(self.d),
                                                   _COMPUTE_32F), "matmul descriptor")
         _check(lib.cusparseLtMatmulAlgSelectionInit(h, ctypes.byref(self.selection), ctypes.byref(self.matmul),
                                                     _ALG_DEFAULT), "algorithm selection")
+        self._destroy.append(("cusparseLtMatmulAlgSelectionDestroy", self.selection))
         self._set(_ALG_CONFIG_ID, key.alg_id)
         if key.split_k != 1:
             self._set(_SPLIT_K, key.split_k)
@@ -156,10 +166,19 @@ class Plan:
                 self._set(_SPLIT_K_MODE, key.split_k_mode)
         _check(lib.cusparseLtMatmulPlanInit(h, ctypes.byref(self.plan), ctypes.byref(self.matmul),
                                             ctypes.byref(self.selection)), "plan")
+        self._destroy.append(("cusparseLtMatmulPlanDestroy", self.plan))
         size = ctypes.c_size_t()
         _check(lib.cusparseLtMatmulGetWorkspace(h, ctypes.byref(self.plan), ctypes.byref(size)), "workspace query")
         self.workspace_bytes = size.value
         self.alpha, self.beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
+
+    def __del__(self):
+        # host-side state only: kernels already queued (or captured in a CUDA graph) do not use it
+        try:
+            for name, struct in reversed(self._destroy):
+                getattr(_lib, name)(ctypes.byref(struct))
+        except Exception:  # interpreter shutdown: the library may already be gone
+            pass
 
     def _set(self, attribute: int, value: int) -> None:
         v = ctypes.c_int(value)
@@ -181,9 +200,17 @@ class Plan:
         return out
 
 
+MAX_PLANS = 128  # per thread; prefill lengths vary, and each distinct row count gets a plan
+
+
 def plan_for(key: PlanKey) -> Plan:
-    plans = _local.__dict__.setdefault("plans", {})
+    """The plan of `key`, built on first use; the least recently used is dropped past MAX_PLANS."""
+    plans = _local.__dict__.setdefault("plans", collections.OrderedDict())
     plan = plans.get(key)
     if plan is None:
         plan = plans[key] = Plan(key)
+        if len(plans) > MAX_PLANS:
+            plans.popitem(last=False)
+    else:
+        plans.move_to_end(key)
     return plan
