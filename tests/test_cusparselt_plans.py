@@ -2,6 +2,7 @@
 
 import contextlib
 import ctypes
+import types
 import warnings
 
 import pytest
@@ -31,11 +32,18 @@ class RecordingLibrary:
         return [a for n, a in self.calls if n == name]
 
 
+def _fake(monkeypatch, lib):
+    """lib stands in for cuSPARSELt, on a CPU-only machine."""
+    monkeypatch.setattr(P, "library", lambda: lib)
+    monkeypatch.setattr(P, "_lib", lib)
+    monkeypatch.setattr(P, "_handle", lambda device: types.SimpleNamespace(struct=P._opaque()))
+    monkeypatch.setattr(P.torch.cuda, "device", lambda device: contextlib.nullcontext())
+
+
 @pytest.mark.parametrize("b_row_major", [True, False])
 def test_plan_describes_the_problem_as_torch_does(monkeypatch, b_row_major):
     lib = RecordingLibrary()
-    monkeypatch.setattr(P, "library", lambda: lib)
-    monkeypatch.setattr(P, "_handle", lambda device: P._opaque())
+    _fake(monkeypatch, lib)
     m, k, n = 128, 256, 64
     plan = P.Plan(P.PlanKey(m, k, n, torch.bfloat16, b_row_major, 3, 2, 1, torch.device("cuda", 0)))
     (sparse,) = lib.args("cusparseLtStructuredDescriptorInit")
@@ -52,10 +60,8 @@ def test_plan_describes_the_problem_as_torch_does(monkeypatch, b_row_major):
 
 def test_opaque_buffers_are_aligned_and_failures_name_the_step(monkeypatch):
     assert all(ctypes.addressof(P._opaque()) % 16 == 0 for _ in range(20))
-    lib = RecordingLibrary(failing="cusparseLtMatmulPlanInit")
-    monkeypatch.setattr(P, "library", lambda: lib)
-    monkeypatch.setattr(P, "_handle", lambda device: P._opaque())
-    with pytest.raises(RuntimeError, match=r"cuSPARSELt plan failed: status 10 \(CUSPARSE_STATUS_NOT_SUPPORTED\)"):
+    _fake(monkeypatch, RecordingLibrary(failing="cusparseLtMatmulPlanInit"))
+    with pytest.raises(P.StatusError, match=r"cuSPARSELt plan of \[64, 128\] 2:4 @ \[128, 64\] row-major, torch.float16, alg 0, cuda:0 failed: status 10 \(CUSPARSE_STATUS_NOT_SUPPORTED\)"):
         P.Plan(P.PlanKey(64, 128, 64, torch.float16, True, 0, 1, -1, torch.device("cuda", 0)))
 
 
@@ -79,9 +85,7 @@ def test_unchecked_or_failing_planned_calls_fall_back_to_torch_with_one_warning(
 
 def test_plans_release_what_they_initialised(monkeypatch):
     lib = RecordingLibrary(failing="cusparseLtMatmulPlanInit")
-    monkeypatch.setattr(P, "library", lambda: lib)
-    monkeypatch.setattr(P, "_lib", lib)
-    monkeypatch.setattr(P, "_handle", lambda device: P._opaque())
+    _fake(monkeypatch, lib)
     key = P.PlanKey(64, 128, 64, torch.bfloat16, True, 0, 1, -1, torch.device("cuda", 0))
     with pytest.raises(RuntimeError):
         P.Plan(key)  # failed at the plan: three descriptors and the selection to release, no plan
@@ -108,11 +112,31 @@ def test_one_algorithm_search_per_power_of_two_of_rows(monkeypatch):
     assert [C.rows_bucket(m) for m in (64, 65, 128, 4032, 4096, 4160)] == [64, 128, 128, 4096, 4096, 8192]
     searched = []
     monkeypatch.setattr(C, "_cache", {})
-    monkeypatch.setattr(C, "_candidates", lambda packed, b: searched.append(packed.shape[0]) or [C.Algorithm(0)])
-    monkeypatch.setattr(C, "_runner", lambda packed, b, alg, keep_plan=True: lambda: None)
-    monkeypatch.setattr(C, "_time_ms", lambda fn: 1.0)
-    monkeypatch.setattr(C.torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(C, "_search", lambda packed, b: searched.append(packed.shape[0]) or C.Algorithm(0))
     b = torch.empty(128, 64, dtype=torch.bfloat16)
     for m in (3008, 4096, 2112, 4160):
         C.algorithm_for(torch.empty(m, 72, dtype=torch.bfloat16), b, m)
     assert searched == [3008, 4160]
+
+
+def test_a_bucket_algorithm_that_fails_at_another_row_count_is_searched_again(monkeypatch):
+    searched = []
+    monkeypatch.setattr(C, "_cache", {})
+    monkeypatch.setattr(C, "_search", lambda packed, b: searched.append(packed.shape[0]) or
+                        C.Algorithm(5 if packed.shape[0] == 4096 else 1))
+
+    def run(packed, b, alg):
+        if alg.alg_id == 5 and packed.shape[0] != 4096:
+            raise RuntimeError("invalid value")
+        return alg.alg_id
+
+    monkeypatch.setattr(C, "_run", run)
+    b = torch.empty(128, 64, dtype=torch.bfloat16)
+    mm = lambda m: C.sparse_mm(torch.empty(m, 72, dtype=torch.bfloat16), b, m)
+    assert [mm(4096), mm(3008), mm(3008), mm(4096)] == [5, 1, 1, 5]
+    assert searched == [4096, 3008]
+
+
+def test_sparse_mm_refuses_operands_on_two_devices():
+    with pytest.raises(ValueError, match="packed operand is on meta but the dense operand is on cpu"):
+        C.sparse_mm(torch.empty(64, 72, dtype=torch.bfloat16, device="meta"), torch.randn(128, 32, dtype=torch.bfloat16), 64)

@@ -28,13 +28,16 @@ def test_planned_calls_pass_their_self_check(dtype):
 @pytest.mark.parametrize("m,k,n", [(64, 128, 64), (1024, 4096, 768), (4096, 1024, 2048), (192, 8192, 320)])
 def test_planned_matmul_equals_torch_for_every_algorithm(m, k, n, dtype, b_row_major):
     packed, b = _operands(m, k, n, dtype, b_row_major, seed=m + k + n)
-    for alg in range(3):
+    split_k = [C.Algorithm(0, s, mode) for s in (2, 4) for mode in (1, 2)]
+    compared = 0
+    for alg in [C.Algorithm(a) for a in range(3)] + split_k:
         try:
-            theirs = torch._cslt_sparse_mm(packed, b, alg_id=alg)
+            theirs = C._torch_call(packed, b, alg)()
         except RuntimeError:  # an algorithm this shape does not have
             continue
-        key = C._plan_key(packed, b, C.Algorithm(alg))
-        assert torch.equal(P.plan_for(key).run(packed, b), theirs), alg
+        assert torch.equal(P.Plan(C._plan_key(packed, b, alg)).run(packed, b), theirs), alg
+        compared += 1
+    assert compared >= 1
 
 
 def test_sparse_mm_reuses_one_plan_per_problem():
@@ -56,6 +59,7 @@ def test_planned_matmul_on_a_side_stream_and_in_a_cuda_graph():
     assert torch.equal(got, expected)
 
     static_packed, static_b = packed.clone(), b.t().contiguous().t()
+    P._local.plans.clear()  # the plan is built inside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = C.sparse_mm(static_packed, static_b, 512)

@@ -15,6 +15,7 @@ that device and dtype; elsewhere through `torch._cslt_sparse_mm` itself.
 from __future__ import annotations
 
 import statistics
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -54,6 +55,7 @@ _SCHEMA_ARGS = {a.name for a in torch.ops.aten._cslt_sparse_mm.default._schema.a
 # False: every call through torch._cslt_sparse_mm (benchmarks compare the two)
 DIRECT_CALLS = True
 _direct_checked: dict[tuple, bool] = {}
+_first_use = threading.RLock()  # one self-check and one algorithm search at a time (they time the GPU)
 
 
 def _plan_key(packed, b, alg: Algorithm) -> cusparselt_plans.PlanKey:
@@ -61,25 +63,57 @@ def _plan_key(packed, b, alg: Algorithm) -> cusparselt_plans.PlanKey:
                                     alg.split_k, alg.split_k_mode, b.device)
 
 
+def _torch_call(packed, b, alg: Algorithm) -> Callable[[], torch.Tensor]:
+    kwargs = {"alg_id": alg.alg_id}
+    if alg.split_k != 1:  # split-K arguments changed names across torch versions
+        kwargs["split_k"] = alg.split_k
+        if "split_k_mode" in _SCHEMA_ARGS:
+            kwargs["split_k_mode"] = alg.split_k_mode
+        elif "split_k_one_kernel" in _SCHEMA_ARGS:
+            kwargs["split_k_one_kernel"] = bool(alg.split_k_mode)
+    return lambda: torch._cslt_sparse_mm(packed, b, **kwargs)
+
+
+def _use_torch(dtype: torch.dtype, device: torch.device, reason: str) -> None:
+    warnings.warn(f"act24: cuSPARSELt called through torch for {dtype} on {device} "
+                  f"(about 0.4 ms more host time per call): {reason}", stacklevel=2)
+    _direct_checked[(dtype, device)] = False
+
+
+def _disagreement(packed, b, alg: Algorithm) -> str | None:
+    """None if a planned call with `alg` gives torch's result bit for bit, else how they differ."""
+    ours = cusparselt_plans.Plan(_plan_key(packed, b, alg)).run(packed, b)
+    theirs = _torch_call(packed, b, alg)()
+    if torch.equal(ours, theirs):
+        return None
+    diff = (ours.float() - theirs.float()).abs().max().item()
+    return (f"planned calls differ from torch._cslt_sparse_mm for {_plan_key(packed, b, alg)} "
+            f"(max abs difference {diff:.3g})")
+
+
 def _direct_calls_agree(dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether planned calls give torch's results bit for bit, on a probe in both dense layouts (checked once)."""
+    """Whether calls may be planned on this device and dtype: checked once against torch, bit for bit, on a
+    non-square probe in both dense layouts. Not decided inside a CUDA-graph capture (the probe synchronises)."""
     key = (dtype, device)
-    if key not in _direct_checked:
-        try:
-            g = torch.Generator(device=device).manual_seed(0)
-            a = torch.randn(64, 128, dtype=dtype, device=device, generator=g)
-            a = a * (torch.arange(128, device=device) % 4 < 2)  # 2:4 along rows
-            packed = torch._cslt_compress(a)
-            b = torch.randn(128, 64, dtype=dtype, device=device, generator=g)
-            agree = all(torch.equal(cusparselt_plans.plan_for(_plan_key(packed, bb, Algorithm(0))).run(packed, bb),
-                                    torch._cslt_sparse_mm(packed, bb, alg_id=0)) for bb in (b, b.t().contiguous().t()))
-            reason = "results differ from torch._cslt_sparse_mm"
-        except (cusparselt_plans.LibraryError, RuntimeError) as e:
-            agree, reason = False, str(e)
-        if not agree:
-            warnings.warn(f"act24: cuSPARSELt called through torch for {dtype} on {device} "
-                          f"(about 0.4 ms more host time per call): {reason}", stacklevel=3)
-        _direct_checked[key] = agree
+    if key in _direct_checked:
+        return _direct_checked[key]
+    if dtype not in cusparselt_plans.SUPPORTED_DTYPES or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        return False
+    with _first_use:
+        if key not in _direct_checked:
+            try:
+                g = torch.Generator(device=device).manual_seed(0)
+                a = torch.randn(64, 128, dtype=dtype, device=device, generator=g)
+                packed = torch._cslt_compress(a * (torch.arange(128, device=device) % 4 < 2))  # 2:4 along rows
+                b = torch.randn(128, 192, dtype=dtype, device=device, generator=g)
+                reason = next(filter(None, (_disagreement(packed, bb, Algorithm(0))
+                                            for bb in (b, b.t().contiguous().t()))), None)
+            except (cusparselt_plans.LibraryError, cusparselt_plans.StatusError) as e:
+                reason = str(e)
+            if reason:
+                _use_torch(dtype, device, reason)
+            else:
+                _direct_checked[key] = True
     return _direct_checked[key]
 
 
@@ -91,14 +125,7 @@ def _runner(packed, b, alg: Algorithm, *, keep_plan: bool = True) -> Callable[[]
         key = _plan_key(packed, b, alg)
         plan = cusparselt_plans.plan_for(key) if keep_plan else cusparselt_plans.Plan(key)
         return lambda: plan.run(packed, b)
-    kwargs = {"alg_id": alg.alg_id}
-    if alg.split_k != 1:  # split-K arguments changed names across torch versions
-        kwargs["split_k"] = alg.split_k
-        if "split_k_mode" in _SCHEMA_ARGS:
-            kwargs["split_k_mode"] = alg.split_k_mode
-        elif "split_k_one_kernel" in _SCHEMA_ARGS:
-            kwargs["split_k_one_kernel"] = bool(alg.split_k_mode)
-    return lambda: torch._cslt_sparse_mm(packed, b, **kwargs)
+    return _torch_call(packed, b, alg)
 
 
 def _run(packed, b, alg: Algorithm) -> torch.Tensor:
@@ -149,17 +176,36 @@ def rows_bucket(m: int) -> int:
     return 1 << max(m - 1, 1).bit_length()
 
 
+def _search(packed: torch.Tensor, b: torch.Tensor) -> Algorithm:
+    """The fastest algorithm for this exact problem; where calls are planned, checked against torch's
+    result once (the self-check probes algorithm 0 only)."""
+    try:
+        cands = _candidates(packed, b)
+    except RuntimeError:  # the search itself can fail on some shapes
+        cands = [Algorithm(a) for a in range(4)]
+    # timed on b's device: CUDA events record on the current device's stream
+    with torch.cuda.device(b.device):
+        alg = choose_fastest(cands, lambda a: _time_ms(_runner(packed, b, a, keep_plan=False)))
+        if DIRECT_CALLS and _direct_calls_agree(b.dtype, b.device):
+            reason = _disagreement(packed, b, alg)
+            if reason:
+                _use_torch(b.dtype, b.device, reason)
+                alg = choose_fastest(cands, lambda a: _time_ms(_torch_call(packed, b, a)))
+    return alg
+
+
+def _cache_key(m: int, b: torch.Tensor) -> tuple:
+    return (m, b.shape[0], b.shape[1], b.dtype, _b_layout(b), b.device)
+
+
 def algorithm_for(packed: torch.Tensor, b: torch.Tensor, m: int) -> Algorithm:
-    key = (rows_bucket(m), b.shape[0], b.shape[1], b.dtype, _b_layout(b), b.device)
-    alg = _cache.get(key)
+    """The cached algorithm of this exact row count, else of its power-of-two bucket (searched on first use)."""
+    alg = _cache.get(_cache_key(m, b)) or _cache.get(_cache_key(rows_bucket(m), b))
     if alg is None:
-        try:
-            cands = _candidates(packed, b)
-        except RuntimeError:  # the search itself can fail on some shapes
-            cands = [Algorithm(a) for a in range(4)]
-        # timed on b's device: CUDA events record on the current device's stream
-        with torch.cuda.device(b.device):
-            alg = _cache[key] = choose_fastest(cands, lambda a: _time_ms(_runner(packed, b, a, keep_plan=False)))
+        with _first_use:
+            alg = _cache.get(_cache_key(rows_bucket(m), b))
+            if alg is None:
+                alg = _cache[_cache_key(rows_bucket(m), b)] = _search(packed, b)
     return alg
 
 
@@ -172,5 +218,18 @@ def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
         raise ValueError(f"packed operand must have shape ({m}, {k * 9 // 16}) for a [{m}, {k}] matrix, got {tuple(packed.shape)}")
     if packed.dtype != b.dtype:
         raise TypeError(f"packed operand is {packed.dtype} but the dense operand is {b.dtype}")
-    return _run(packed, b, algorithm_for(packed, b, m))
-
+    if packed.device != b.device:
+        raise ValueError(f"packed operand is on {packed.device} but the dense operand is on {b.device}; "
+                         "move both to one device")
+    alg = algorithm_for(packed, b, m)
+    try:
+        return _run(packed, b, alg)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError:
+        if _cache.get(_cache_key(m, b)) is not None:
+            raise
+        # the bucket's algorithm was found at another row count and does not run at this one
+        with _first_use:
+            alg = _cache[_cache_key(m, b)] = _search(packed, b)
+        return _run(packed, b, alg)

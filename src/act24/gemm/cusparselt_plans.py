@@ -8,7 +8,8 @@ ld = K; B row-major, or its transpose with op TRANSPOSE; D row-major), so the pa
 that `torch._cslt_compress` and act24's packers write are valid for them. Before first use on a
 device and dtype the results are compared with `torch._cslt_sparse_mm` bit for bit
 (`cusparselt.sparse_mm`); on any difference, or where the library cannot be loaded, callers
-stay on torch's path.
+stay on torch's path. Enum values are those of cuSPARSELt 0.6 and later (0.5 numbered the compute
+types differently), which `library()` requires.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ _SPARSITY_50 = 0
 _COMPUTE_32F = 2
 _ALG_DEFAULT = 0
 _ALG_CONFIG_ID, _SPLIT_K, _SPLIT_K_MODE = 0, 3, 4
+_MIN_VERSION = 600
 # opaque structs: 512 bytes (16-byte aligned) in cuSPARSELt 0.7+, 1024 before; the larger size fits both
 _OPAQUE_BYTES = 1024
 _FUNCTIONS = {
     "cusparseLtInit": (ctypes.c_void_p,),
+    "cusparseLtDestroy": (ctypes.c_void_p,),
     "cusparseLtStructuredDescriptorInit": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                            ctypes.c_int64, ctypes.c_uint32, ctypes.c_int, ctypes.c_int, ctypes.c_int),
     "cusparseLtDenseDescriptorInit": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
@@ -55,7 +58,14 @@ _FUNCTIONS = {
 
 
 class LibraryError(RuntimeError):
-    pass
+    """cuSPARSELt cannot be called directly here (missing, too old, or without the expected symbols)."""
+
+
+class StatusError(RuntimeError):
+    """A cuSPARSELt call returned an error status (e.g. an algorithm this problem does not have)."""
+
+
+SUPPORTED_DTYPES = tuple(_CUDA_TYPE)
 
 
 def _opaque():
@@ -78,22 +88,26 @@ def _loaded_library_path() -> str | None:
 
 _lib = None
 _lib_error: str | None = None
+_lib_lock = threading.Lock()
 
 
 def library():
     """The cuSPARSELt library torch uses, with argument types declared; raises LibraryError."""
     global _lib, _lib_error
-    if _lib is None and _lib_error is None:
-        try:
-            torch.backends.cusparselt.version()  # makes sure torch has loaded it
-            lib = ctypes.CDLL(_loaded_library_path() or "libcusparseLt.so.0")
-            for name, argtypes in _FUNCTIONS.items():
-                fn = getattr(lib, name)
-                fn.argtypes, fn.restype = argtypes, ctypes.c_int
-            lib.cusparseLtGetErrorString.restype = ctypes.c_char_p
-            _lib = lib
-        except (OSError, AttributeError, RuntimeError) as e:
-            _lib_error = f"{type(e).__name__}: {e}"
+    with _lib_lock:
+        if _lib is None and _lib_error is None:
+            try:
+                version = torch.backends.cusparselt.version()  # also makes sure torch has loaded it
+                if version is None or version < _MIN_VERSION:
+                    raise LibraryError(f"cuSPARSELt {version}, planned calls need {_MIN_VERSION} or later")
+                lib = ctypes.CDLL(_loaded_library_path() or "libcusparseLt.so.0")
+                for name, argtypes in _FUNCTIONS.items():
+                    fn = getattr(lib, name)
+                    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+                lib.cusparseLtGetErrorString.restype = ctypes.c_char_p
+                _lib = lib
+            except (OSError, AttributeError, RuntimeError) as e:
+                _lib_error = f"{type(e).__name__}: {e}"
     if _lib is None:
         raise LibraryError(f"cuSPARSELt could not be called directly: {_lib_error}")
     return _lib
@@ -102,19 +116,33 @@ def library():
 def _check(status: int, what: str) -> None:
     if status != _SUCCESS:
         message = (library().cusparseLtGetErrorString(status) or b"").decode(errors="replace")
-        raise RuntimeError(f"cuSPARSELt {what} failed: status {status} ({message})")
+        raise StatusError(f"cuSPARSELt {what} failed: status {status} ({message})")
+
+
+class _Handle:
+    """A cuSPARSELt handle for one device, released with its owner (a thread's handle table)."""
+
+    def __init__(self, device: torch.device):
+        self.struct, self._live = _opaque(), False
+        with torch.cuda.device(device):
+            _check(library().cusparseLtInit(ctypes.byref(self.struct)), f"init on {device}")
+        self._live = True
+
+    def __del__(self):
+        try:
+            if self._live:
+                _lib.cusparseLtDestroy(ctypes.byref(self.struct))
+        except Exception:  # interpreter shutdown: the library may already be gone
+            pass
 
 
 _local = threading.local()  # cuSPARSELt handles are not thread-safe: one per thread and device, like torch's
 
 
-def _handle(device: torch.device):
+def _handle(device: torch.device) -> _Handle:
     handles = _local.__dict__.setdefault("handles", {})
     if device not in handles:
-        handle = _opaque()
-        with torch.cuda.device(device):
-            _check(library().cusparseLtInit(ctypes.byref(handle)), "init")
-        handles[device] = handle
+        handles[device] = _Handle(device)
     return handles[device]
 
 
@@ -130,47 +158,64 @@ class PlanKey:
     split_k_mode: int
     device: torch.device
 
+    def __str__(self) -> str:
+        layout = "row" if self.b_row_major else "column"
+        return (f"[{self.m}, {self.k}] 2:4 @ [{self.k}, {self.n}] {layout}-major, {self.dtype}, alg {self.alg_id}"
+                f"{f', split-K {self.split_k} mode {self.split_k_mode}' if self.split_k != 1 else ''}, {self.device}")
+
 
 class Plan:
     """Descriptors, algorithm and plan of one problem; kept alive together (the plan points into them)
     and destroyed together when the plan is dropped."""
 
     def __init__(self, key: PlanKey):
-        lib, self.key = library(), key
-        self._destroy: list[tuple[str, object]] = []  # what was initialised, to release in __del__
+        self.key, self._destroy = key, []  # _destroy: what was initialised, released in __del__
+        with torch.cuda.device(key.device):  # descriptors and plans are built for the current device
+            self._build(library(), key)
+
+    def _build(self, lib, key: PlanKey) -> None:
         self.handle = _handle(key.device)
-        h = ctypes.byref(self.handle)
-        self.a, self.b, self.d, self.matmul, self.selection, self.plan = (_opaque() for _ in range(6))
+        h = ctypes.byref(self.handle.struct)
+        self.a_desc, self.b_desc, self.out_desc, self.matmul, self.selection, self.plan = (
+            _opaque() for _ in range(6))
         kind = _CUDA_TYPE[key.dtype]
-        _check(lib.cusparseLtStructuredDescriptorInit(h, ctypes.byref(self.a), key.m, key.k, key.k, 16, kind,
-                                                      _ORDER_ROW, _SPARSITY_50), "sparse descriptor")
-        self._destroy.append(("cusparseLtMatDescriptorDestroy", self.a))
+        _check(lib.cusparseLtStructuredDescriptorInit(h, ctypes.byref(self.a_desc), key.m, key.k, key.k, 16, kind,
+                                                      _ORDER_ROW, _SPARSITY_50), f"sparse descriptor of {key}")
+        self._destroy.append(("cusparseLtMatDescriptorDestroy", self.a_desc))
         b_rows, b_cols = (key.k, key.n) if key.b_row_major else (key.n, key.k)
-        _check(lib.cusparseLtDenseDescriptorInit(h, ctypes.byref(self.b), b_rows, b_cols, b_cols, 16, kind,
-                                                 _ORDER_ROW), "dense descriptor")
-        self._destroy.append(("cusparseLtMatDescriptorDestroy", self.b))
-        _check(lib.cusparseLtDenseDescriptorInit(h, ctypes.byref(self.d), key.m, key.n, key.n, 16, kind, _ORDER_ROW),
-               "output descriptor")
-        self._destroy.append(("cusparseLtMatDescriptorDestroy", self.d))
+        _check(lib.cusparseLtDenseDescriptorInit(h, ctypes.byref(self.b_desc), b_rows, b_cols, b_cols, 16, kind,
+                                                 _ORDER_ROW), f"dense descriptor of {key}")
+        self._destroy.append(("cusparseLtMatDescriptorDestroy", self.b_desc))
+        _check(lib.cusparseLtDenseDescriptorInit(h, ctypes.byref(self.out_desc), key.m, key.n, key.n, 16, kind,
+                                                 _ORDER_ROW), f"output descriptor of {key}")
+        self._destroy.append(("cusparseLtMatDescriptorDestroy", self.out_desc))
         _check(lib.cusparseLtMatmulDescriptorInit(h, ctypes.byref(self.matmul), _OP_N,
-                                                  _OP_N if key.b_row_major else _OP_T, ctypes.byref(self.a),
-                                                  ctypes.byref(self.b), ctypes.byref(self.d), ctypes.byref(self.d),
-                                                  _COMPUTE_32F), "matmul descriptor")
+                                                  _OP_N if key.b_row_major else _OP_T, ctypes.byref(self.a_desc),
+                                                  ctypes.byref(self.b_desc), ctypes.byref(self.out_desc),
+                                                  ctypes.byref(self.out_desc), _COMPUTE_32F),
+               f"matmul descriptor of {key}")
         _check(lib.cusparseLtMatmulAlgSelectionInit(h, ctypes.byref(self.selection), ctypes.byref(self.matmul),
-                                                    _ALG_DEFAULT), "algorithm selection")
+                                                    _ALG_DEFAULT), f"algorithm selection of {key}")
         self._destroy.append(("cusparseLtMatmulAlgSelectionDestroy", self.selection))
-        self._set(_ALG_CONFIG_ID, key.alg_id)
+        self._set(lib, _ALG_CONFIG_ID, "algorithm id", key.alg_id)
         if key.split_k != 1:
-            self._set(_SPLIT_K, key.split_k)
+            self._set(lib, _SPLIT_K, "split-K", key.split_k)
             if key.split_k_mode > 0:
-                self._set(_SPLIT_K_MODE, key.split_k_mode)
+                self._set(lib, _SPLIT_K_MODE, "split-K mode", key.split_k_mode)
         _check(lib.cusparseLtMatmulPlanInit(h, ctypes.byref(self.plan), ctypes.byref(self.matmul),
-                                            ctypes.byref(self.selection)), "plan")
+                                            ctypes.byref(self.selection)), f"plan of {key}")
         self._destroy.append(("cusparseLtMatmulPlanDestroy", self.plan))
         size = ctypes.c_size_t()
-        _check(lib.cusparseLtMatmulGetWorkspace(h, ctypes.byref(self.plan), ctypes.byref(size)), "workspace query")
+        _check(lib.cusparseLtMatmulGetWorkspace(h, ctypes.byref(self.plan), ctypes.byref(size)),
+               f"workspace query of {key}")
         self.workspace_bytes = size.value
         self.alpha, self.beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
+
+    def _set(self, lib, attribute: int, name: str, value: int) -> None:
+        v = ctypes.c_int(value)
+        _check(lib.cusparseLtMatmulAlgSetAttribute(ctypes.byref(self.handle.struct), ctypes.byref(self.selection),
+                                                    attribute, ctypes.byref(v), ctypes.sizeof(v)),
+               f"setting {name} {value} of {self.key}")
 
     def __del__(self):
         # host-side state only: kernels already queued (or captured in a CUDA graph) do not use it
@@ -180,12 +225,6 @@ class Plan:
         except Exception:  # interpreter shutdown: the library may already be gone
             pass
 
-    def _set(self, attribute: int, value: int) -> None:
-        v = ctypes.c_int(value)
-        _check(library().cusparseLtMatmulAlgSetAttribute(ctypes.byref(self.handle), ctypes.byref(self.selection),
-                                                          attribute, ctypes.byref(v), ctypes.sizeof(v)),
-               f"algorithm attribute {attribute}")
-
     def run(self, packed: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if b.device.index != torch.cuda.current_device():  # the launch goes to the current device
             with torch.cuda.device(b.device):
@@ -194,9 +233,9 @@ class Plan:
         workspace = torch.empty(self.workspace_bytes, dtype=torch.uint8, device=b.device) if self.workspace_bytes else None
         stream = ctypes.c_void_p(torch.cuda.current_stream(b.device).cuda_stream)
         _check(library().cusparseLtMatmul(
-            ctypes.byref(self.handle), ctypes.byref(self.plan), ctypes.byref(self.alpha), packed.data_ptr(),
+            ctypes.byref(self.handle.struct), ctypes.byref(self.plan), ctypes.byref(self.alpha), packed.data_ptr(),
             b.data_ptr(), ctypes.byref(self.beta), out.data_ptr(), out.data_ptr(),
-            None if workspace is None else workspace.data_ptr(), ctypes.byref(stream), 1), "matmul")
+            None if workspace is None else workspace.data_ptr(), ctypes.byref(stream), 1), f"matmul {self.key}")
         return out
 
 
