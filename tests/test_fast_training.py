@@ -79,3 +79,16 @@ def test_fast_training_with_a_first_layer_bias_takes_the_recipe(fast_backend):
     mlp(x).float().sum().backward()
     assert mlp.up_proj.bias.grad is not None and torch.isfinite(mlp.up_proj.bias.grad).all()
     assert fast_backend == []  # the recipe ran
+
+
+def test_unpadded_training_output_is_not_sliced(fast_backend):
+    """A slice's backward zero-fills and copies the whole gradient: only padded inputs may take one."""
+    from act24.ffn import fast_forward
+
+    w1, w2 = torch.randn(128, 64, dtype=BF16), torch.randn(64, 128, dtype=BF16)
+    names = []
+    for tokens in (128, 100):
+        x = torch.randn(tokens, 64, dtype=BF16, requires_grad=True)
+        y, _, _ = fast_forward.sparse_train_forward(x, w1, w2, 0, 6)
+        names.append(type(y.grad_fn).__name__)
+    assert "Slice" not in names[0] and "Slice" in names[1]

@@ -54,4 +54,5 @@ def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, pe
 
     y, _, kept, nonzeros = sparse_training_ops.sparse_ffn_train_forward(_pad_tokens(x), w1, w2,
                                                                          seed_tensor(perm_seed), num_dense)
-    return y[:x.shape[0]], kept, nonzeros
+    # sliced only when padded: a slice's backward zero-fills and copies the whole gradient ([T, d])
+    return (y if y.shape[0] == x.shape[0] else y[:x.shape[0]]), kept, nonzeros
