@@ -69,15 +69,20 @@ def wall_median_ms(fn, reps: int = 5) -> float:
 
 
 def commit() -> str:
-    """The source commit: $ACT24_COMMIT (for copies of the tree without .git), else git."""
+    """The source commit: $ACT24_COMMIT (for copies of the tree without .git), else git's HEAD, with
+    "-dirty" when tracked files differ from it (the numbers then belong to no commit)."""
     if os.environ.get("ACT24_COMMIT"):
         return os.environ["ACT24_COMMIT"]
+    here = pathlib.Path(__file__).resolve().parent
     try:
-        here = pathlib.Path(__file__).resolve().parent
-        sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=here, text=True, stderr=subprocess.DEVNULL)
+        git = lambda *args: subprocess.check_output(["git", *args], cwd=here, text=True, stderr=subprocess.DEVNULL)
+        sha = git("rev-parse", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
     except Exception:
         return "unknown"
-    return sha.strip() if len(sha.strip()) == 40 else "unknown"
+    if len(sha) != 40:
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
 
 
 def header() -> dict:
