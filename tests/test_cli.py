@@ -10,6 +10,10 @@ def test_info_json(capsys):
     env = json.loads(capsys.readouterr().out)
     assert env["torch"] and env["backend"] in {"reference", "dense-fallback", "cusparselt"}
     assert env["backend_reason"]
+    # how 2:4 GEMMs reach cuSPARSELt, where they do
+    assert (env["cusparselt_calls"] is None) == (env["backend"] != "cusparselt")
+    if env["backend"] == "cusparselt":
+        assert env["cusparselt_calls"].startswith("planned")  # the H200 passes the check
 
 
 def test_help_lists_commands():

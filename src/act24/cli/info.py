@@ -29,7 +29,16 @@ def environment() -> dict:
     env["device"] = str(device)
     env["backend"] = backend.name
     env["backend_reason"] = backend.reason
+    env["cusparselt_calls"] = _cusparselt_calls() if backend.name == "cusparselt" else None
     return env
+
+
+def _cusparselt_calls() -> str:
+    from ..gemm import cusparselt
+
+    if cusparselt.planned_calls_ok(torch.bfloat16, torch.device("cuda", torch.cuda.current_device())):
+        return "planned: one cuSPARSELt plan per problem, checked against torch"
+    return "through torch._cslt_sparse_mm: a plan built at every call (the warning says why)"
 
 
 def run(args) -> int:

@@ -91,7 +91,7 @@ def _disagreement(packed, b, alg: Algorithm) -> str | None:
             f"(max abs difference {diff:.3g})")
 
 
-def _direct_calls_agree(dtype: torch.dtype, device: torch.device) -> bool:
+def planned_calls_ok(dtype: torch.dtype, device: torch.device) -> bool:
     """Whether calls may be planned on this device and dtype: checked once against torch, bit for bit, on a
     non-square probe in both dense layouts. Not decided inside a CUDA-graph capture (the probe synchronises)."""
     key = (dtype, device)
@@ -121,7 +121,7 @@ def _runner(packed, b, alg: Algorithm, *, keep_plan: bool = True) -> Callable[[]
     """A call of the product with `alg`: a planned call where planned calls passed their check (the plan
     kept for later calls unless `keep_plan` is False: the algorithm search times candidates it drops),
     else torch._cslt_sparse_mm."""
-    if DIRECT_CALLS and _direct_calls_agree(b.dtype, b.device):
+    if DIRECT_CALLS and planned_calls_ok(b.dtype, b.device):
         key = _plan_key(packed, b, alg)
         plan = cusparselt_plans.plan_for(key) if keep_plan else cusparselt_plans.Plan(key)
         return lambda: plan.run(packed, b)
@@ -186,7 +186,7 @@ def _search(packed: torch.Tensor, b: torch.Tensor) -> Algorithm:
     # timed on b's device: CUDA events record on the current device's stream
     with torch.cuda.device(b.device):
         alg = choose_fastest(cands, lambda a: _time_ms(_runner(packed, b, a, keep_plan=False)))
-        if DIRECT_CALLS and _direct_calls_agree(b.dtype, b.device):
+        if DIRECT_CALLS and planned_calls_ok(b.dtype, b.device):
             reason = _disagreement(packed, b, alg)
             if reason:
                 _use_torch(b.dtype, b.device, reason)
