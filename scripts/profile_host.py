@@ -21,6 +21,45 @@ from act24 import SquaredReLUFFN
 from act24.bench.common import cuda_graph_replay, median_ms
 
 
+def host_time_by_call(step, steps: int = 50) -> str:
+    """Host time of the training ops' main calls (no synchronisation: what each costs to issue)."""
+    import collections
+
+    from act24 import reference
+    from act24.gemm import cusparselt
+    from act24.ops import sparse_training_ops as ops
+
+    spent = collections.defaultdict(float)
+    patched = [(ops, "backward_pack"), (ops, "sparsify_pack"), (ops, "transpose"), (cusparselt, "sparse_mm"),
+               (reference, "densest_features"), (reference, "cached_token_permutation")]
+    originals = [(owner, name, getattr(owner, name)) for owner, name in patched]
+
+    def timed(name, fn):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+        return call
+
+    for owner, name, fn in originals:
+        setattr(owner, name, timed(name, fn))
+    try:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = time.perf_counter() - start
+        torch.cuda.synchronize()
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+    lines = [f"host time per step by call (us), {total / steps * 1e6:.0f} in all:"]
+    lines += [f"  {name:<26} {t / steps * 1e6:8.1f}" for name, t in sorted(spent.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -62,6 +101,7 @@ def main() -> None:
             step()
         torch.cuda.synchronize()
     report.append(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
+    report.append(host_time_by_call(step))
     text = "\n".join(report)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
