@@ -131,6 +131,7 @@ def test_a_bucket_algorithm_that_fails_at_another_row_count_is_searched_again(mo
         return alg.alg_id
 
     monkeypatch.setattr(C, "_run", run)
+    monkeypatch.setattr(C, "DIRECT_CALLS", False)
     b = torch.empty(128, 64, dtype=torch.bfloat16)
     mm = lambda m: C.sparse_mm(torch.empty(m, 72, dtype=torch.bfloat16), b, m)
     assert [mm(4096), mm(3008), mm(3008), mm(4096)] == [5, 1, 1, 5]
@@ -140,3 +141,30 @@ def test_a_bucket_algorithm_that_fails_at_another_row_count_is_searched_again(mo
 def test_sparse_mm_refuses_operands_on_two_devices():
     with pytest.raises(ValueError, match="packed operand is on meta but the dense operand is on cpu"):
         C.sparse_mm(torch.empty(64, 72, dtype=torch.bfloat16, device="meta"), torch.randn(128, 32, dtype=torch.bfloat16), 64)
+
+
+def test_a_repeated_call_goes_straight_to_its_plan(monkeypatch):
+    class FakePlan:
+        def __init__(self, key):
+            self.key, self.runs = key, 0
+
+        def run(self, packed, b):
+            self.runs += 1
+            return self.key.alg_id
+
+    plans = {}
+    monkeypatch.setattr(P, "_local", type(P._local)())
+    monkeypatch.setattr(P, "plan_for", lambda key: plans.setdefault(key, FakePlan(key)))
+    monkeypatch.setattr(C, "planned_calls_ok", lambda dtype, device: True)
+    monkeypatch.setattr(C, "_cache", {})
+    searches = []
+    monkeypatch.setattr(C, "_search", lambda packed, b: searches.append(1) or C.Algorithm(7))
+    packed, b = torch.empty(64, 72, dtype=torch.bfloat16), torch.empty(128, 32, dtype=torch.bfloat16)
+    assert [C.sparse_mm(packed, b, 64) for _ in range(3)] == [7, 7, 7]
+    (plan,) = plans.values()
+    assert plan.runs == 3 and searches == [1]
+    monkeypatch.setattr(C, "algorithm_for", lambda *a: pytest.fail("a repeated call looked its algorithm up"))
+    C.sparse_mm(torch.empty(64, 72, dtype=torch.bfloat16), torch.empty(128, 32, dtype=torch.bfloat16), 64)
+    # a call that differs (here the dense operand's layout) takes the checked path
+    with pytest.raises(pytest.fail.Exception):
+        C.sparse_mm(packed, torch.empty(32, 128, dtype=torch.bfloat16).t(), 64)

@@ -104,6 +104,13 @@ def test_dense_feature_count_and_densest_features():
     rest = torch.ones(200, dtype=torch.bool)
     rest[chosen] = False
     assert counts[chosen].min() >= counts[rest].max()
+    # ties go to the lower index: the first num_dense of a stable sort by decreasing count
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        counts = torch.randint(0, 6, (int(torch.randint(1, 300, (), generator=g)),), generator=g, dtype=torch.int32)
+        n = int(torch.randint(1, counts.numel() + 1, (), generator=g))
+        stable = torch.sort(-counts.long(), stable=True).indices[:n].sort().values
+        assert torch.equal(ref.densest_features(counts, n), stable)
 
 
 def test_selection_bad_input():

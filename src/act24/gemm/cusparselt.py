@@ -209,8 +209,7 @@ def algorithm_for(packed: torch.Tensor, b: torch.Tensor, m: int) -> Algorithm:
     return alg
 
 
-def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
-    """A @ B for the packed 2:4 operand A [m, K] and dense B [K, N] (row- or column-major)."""
+def _check_operands(packed: torch.Tensor, b: torch.Tensor, m: int) -> None:
     k = b.shape[0]
     if m % 64 or k % 64:
         raise ValueError(f"the sparse operand's rows ({m}) and columns ({k}) must be multiples of 64")
@@ -221,9 +220,21 @@ def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
     if packed.device != b.device:
         raise ValueError(f"packed operand is on {packed.device} but the dense operand is on {b.device}; "
                          "move both to one device")
+
+
+def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
+    """A @ B for the packed 2:4 operand A [m, K] and dense B [K, N] (row- or column-major)."""
+    # a call exactly like an earlier planned one (shapes, strides, dtypes, devices) goes straight to
+    # its plan: the checks and lookups below cost more host time than the matmul call itself
+    call = (m, packed.shape, packed.stride(), packed.dtype, packed.device, b.shape, b.stride(), b.dtype, b.device)
+    calls = cusparselt_plans.planned_calls()
+    plan = calls.get(call) if DIRECT_CALLS else None
+    if plan is not None:
+        return plan.run(packed, b)
+    _check_operands(packed, b, m)
     alg = algorithm_for(packed, b, m)
     try:
-        return _run(packed, b, alg)
+        out = _run(packed, b, alg)
     except torch.OutOfMemoryError:
         raise
     except RuntimeError:
@@ -232,4 +243,7 @@ def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
         # the bucket's algorithm was found at another row count and does not run at this one
         with _first_use:
             alg = _cache[_cache_key(m, b)] = _search(packed, b)
-        return _run(packed, b, alg)
+        out = _run(packed, b, alg)
+    if DIRECT_CALLS and planned_calls_ok(b.dtype, b.device):
+        calls[call] = cusparselt_plans.plan_for(_plan_key(packed, b, alg))
+    return out

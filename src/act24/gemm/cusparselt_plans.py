@@ -253,3 +253,11 @@ def plan_for(key: PlanKey) -> Plan:
     else:
         plans.move_to_end(key)
     return plan
+
+
+def planned_calls() -> dict:
+    """This thread's plans by call signature (`cusparselt.sparse_mm`'s fast path), emptied past MAX_PLANS."""
+    calls = _local.__dict__.setdefault("calls", {})
+    if len(calls) >= MAX_PLANS:
+        calls.clear()
+    return calls

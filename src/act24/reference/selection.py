@@ -125,6 +125,8 @@ def densest_features(counts: torch.Tensor, num_dense: int) -> torch.Tensor:
     """Indices of the `num_dense` features with the most non-zeros (ties: lower index), sorted."""
     if num_dense == 0:
         return torch.empty(0, dtype=torch.long, device=counts.device)
-    # stable sort on -counts keeps lower indices first among equal counts
-    order = torch.sort(-counts.to(torch.int64), stable=True).indices
-    return order[:num_dense].sort().values
+    # unique keys, larger for more counts and then for lower indices: the top num_dense by a radix
+    # select (a handful of kernels; two full 64-bit sorts took ~0.35 ms of host time a step)
+    h = counts.numel()
+    key = counts.to(torch.int64) * h + torch.arange(h - 1, -1, -1, device=counts.device)
+    return key.topk(num_dense, sorted=False).indices.sort().values
