@@ -13,7 +13,7 @@ def test_info_json(capsys):
     # how 2:4 GEMMs reach cuSPARSELt, where they do
     assert (env["cusparselt_calls"] is None) == (env["backend"] != "cusparselt")
     if env["backend"] == "cusparselt":
-        assert env["cusparselt_calls"].startswith("planned")  # the H200 passes the check
+        assert env["cusparselt_calls"].startswith(("planned", "through torch"))
 
 
 def test_help_lists_commands():

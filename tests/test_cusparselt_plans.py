@@ -150,21 +150,66 @@ def test_a_repeated_call_goes_straight_to_its_plan(monkeypatch):
 
         def run(self, packed, b):
             self.runs += 1
-            return self.key.alg_id
+            return torch.tensor(self.key.alg_id)
 
-    plans = {}
+    plans, torch_calls = {}, []
     monkeypatch.setattr(P, "_local", type(P._local)())
     monkeypatch.setattr(P, "plan_for", lambda key: plans.setdefault(key, FakePlan(key)))
-    monkeypatch.setattr(C, "planned_calls_ok", lambda dtype, device: True)
+    monkeypatch.setattr(C, "_direct_checked", {})
+    monkeypatch.setattr(C, "planned_calls_ok", lambda dtype, device: C._direct_checked.get((dtype, device), True))
     monkeypatch.setattr(C, "_cache", {})
+    monkeypatch.setattr(C, "_verified", set())
+    monkeypatch.setattr(C, "_torch_call", lambda packed, b, alg: lambda: torch_calls.append(alg) or torch.tensor(alg.alg_id))
     searches = []
     monkeypatch.setattr(C, "_search", lambda packed, b: searches.append(1) or C.Algorithm(7))
     packed, b = torch.empty(64, 72, dtype=torch.bfloat16), torch.empty(128, 32, dtype=torch.bfloat16)
-    assert [C.sparse_mm(packed, b, 64) for _ in range(3)] == [7, 7, 7]
+    assert [int(C.sparse_mm(packed, b, 64)) for _ in range(3)] == [7, 7, 7]
     (plan,) = plans.values()
     assert plan.runs == 3 and searches == [1]
+    assert len(torch_calls) == 1  # the new plan's result was compared with torch's once
+    lookup = C.algorithm_for
     monkeypatch.setattr(C, "algorithm_for", lambda *a: pytest.fail("a repeated call looked its algorithm up"))
     C.sparse_mm(torch.empty(64, 72, dtype=torch.bfloat16), torch.empty(128, 32, dtype=torch.bfloat16), 64)
     # a call that differs (here the dense operand's layout) takes the checked path
     with pytest.raises(pytest.fail.Exception):
         C.sparse_mm(packed, torch.empty(32, 128, dtype=torch.bfloat16).t(), 64)
+    # planned calls turned off (a later check disagreed): saved calls expire and torch runs them
+    monkeypatch.setattr(C, "algorithm_for", lookup)
+    with pytest.warns(UserWarning, match="through torch"):
+        C._use_torch(torch.bfloat16, torch.device("cpu"), "a test")
+    monkeypatch.setattr(C, "_run", lambda packed, b, alg: torch.tensor(-1))
+    assert int(C.sparse_mm(packed, b, 64)) == -1 and plan.runs == 4
+
+
+def test_a_plan_that_disagrees_with_torch_turns_planned_calls_off(monkeypatch):
+    monkeypatch.setattr(P, "_local", type(P._local)())
+    monkeypatch.setattr(P, "plan_for", lambda key: None)
+    monkeypatch.setattr(C, "_direct_checked", {})
+    monkeypatch.setattr(C, "planned_calls_ok", lambda dtype, device: C._direct_checked.get((dtype, device), True))
+    monkeypatch.setattr(C, "_cache", {(("bucket", 64), 128, 32, torch.bfloat16, "row", torch.device("cpu")): C.Algorithm(3)})
+    monkeypatch.setattr(C, "_verified", set())
+    monkeypatch.setattr(C, "_run", lambda packed, b, alg: torch.tensor(1.0))
+    monkeypatch.setattr(C, "_torch_call", lambda packed, b, alg: lambda: torch.tensor(2.0))
+    packed, b = torch.empty(64, 72, dtype=torch.bfloat16), torch.empty(128, 32, dtype=torch.bfloat16)
+    with pytest.warns(UserWarning, match="planned calls differ from torch._cslt_sparse_mm"):
+        assert float(C.sparse_mm(packed, b, 64)) == 2.0  # torch's result, and torch from now on
+    assert C._direct_checked[(torch.bfloat16, torch.device("cpu"))] is False
+
+
+def test_a_power_of_two_row_count_can_search_again_too(monkeypatch):
+    """Its exact key and its bucket's are distinct: the bucket's algorithm, found at 192 rows, fails at 256."""
+    searched = []
+    monkeypatch.setattr(C, "_cache", {})
+    monkeypatch.setattr(C, "DIRECT_CALLS", False)
+    monkeypatch.setattr(C, "_search", lambda packed, b: searched.append(packed.shape[0]) or
+                        C.Algorithm(5 if packed.shape[0] == 192 else 1))
+
+    def run(packed, b, alg):
+        if alg.alg_id == 5 and packed.shape[0] == 256:
+            raise RuntimeError("invalid value")
+        return alg.alg_id
+
+    monkeypatch.setattr(C, "_run", run)
+    b = torch.empty(128, 64, dtype=torch.bfloat16)
+    mm = lambda m: C.sparse_mm(torch.empty(m, 72, dtype=torch.bfloat16), b, m)
+    assert [mm(192), mm(256), mm(256)] == [5, 1, 1] and searched == [192, 256]

@@ -60,6 +60,7 @@ def test_planned_matmul_on_a_side_stream_and_in_a_cuda_graph():
 
     static_packed, static_b = packed.clone(), b.t().contiguous().t()
     P._local.plans.clear()  # the plan is built inside the capture
+    P._local.calls.clear()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = C.sparse_mm(static_packed, static_b, 512)

@@ -70,14 +70,14 @@ def wall_median_ms(fn, reps: int = 5) -> float:
 
 def commit() -> str:
     """The source commit: $ACT24_COMMIT (for copies of the tree without .git), else git's HEAD, with
-    "-dirty" when tracked files differ from it (the numbers then belong to no commit)."""
+    "-dirty" when tracked code (src, scripts, pyproject.toml; not results or docs) differs from it."""
     if os.environ.get("ACT24_COMMIT"):
         return os.environ["ACT24_COMMIT"]
     here = pathlib.Path(__file__).resolve().parent
     try:
         git = lambda *args: subprocess.check_output(["git", *args], cwd=here, text=True, stderr=subprocess.DEVNULL)
         sha = git("rev-parse", "HEAD").strip()
-        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":/src", ":/scripts", ":/pyproject.toml").strip()
     except Exception:
         return "unknown"
     if len(sha) != 40:

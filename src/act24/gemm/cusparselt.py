@@ -3,8 +3,8 @@
 out[M, N] = A[M, K] @ B[K, N] where A is 2:4 sparse along K and given packed in
 cuSPARSELt's layout ([M, K*9/16], as `torch._cslt_compress` returns it for M and K
 multiples of 64, the only shapes used here). The best algorithm differs per shape and
-some raise on some shapes, so each (shape, dtype, layout, device) is timed once
-over every algorithm that runs, and the fastest is cached. `transpose_result` is
+some raise on some shapes, so every algorithm that runs is timed once per (power of two of rows,
+K, N, dtype, layout, device), and the fastest is cached. `transpose_result` is
 never used: it measured slower than dense on the H200.
 
 Calls go through plans built once per problem (`cusparselt_plans`), which saves torch's
@@ -74,10 +74,16 @@ def _torch_call(packed, b, alg: Algorithm) -> Callable[[], torch.Tensor]:
     return lambda: torch._cslt_sparse_mm(packed, b, **kwargs)
 
 
+_generation = 0  # bumped whenever planned calls are turned off somewhere: saved fast-path calls expire
+_verified: set[cusparselt_plans.PlanKey] = set()  # plans whose result was compared with torch's
+
+
 def _use_torch(dtype: torch.dtype, device: torch.device, reason: str) -> None:
+    global _generation
     warnings.warn(f"act24: cuSPARSELt called through torch for {dtype} on {device} "
-                  f"(about 0.4 ms more host time per call): {reason}", stacklevel=2)
+                  f"(0.4-0.8 ms more host time per call): {reason}", stacklevel=2)
     _direct_checked[(dtype, device)] = False
+    _generation += 1
 
 
 def _disagreement(packed, b, alg: Algorithm) -> str | None:
@@ -108,8 +114,10 @@ def planned_calls_ok(dtype: torch.dtype, device: torch.device) -> bool:
                 b = torch.randn(128, 192, dtype=dtype, device=device, generator=g)
                 reason = next(filter(None, (_disagreement(packed, bb, Algorithm(0))
                                             for bb in (b, b.t().contiguous().t()))), None)
-            except (cusparselt_plans.LibraryError, cusparselt_plans.StatusError) as e:
-                reason = str(e)
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as e:  # the library, a status, or torch's own 2:4 ops failing here
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             if reason:
                 _use_torch(dtype, device, reason)
             else:
@@ -194,18 +202,20 @@ def _search(packed: torch.Tensor, b: torch.Tensor) -> Algorithm:
     return alg
 
 
-def _cache_key(m: int, b: torch.Tensor) -> tuple:
-    return (m, b.shape[0], b.shape[1], b.dtype, _b_layout(b), b.device)
+def _cache_key(rows, b: torch.Tensor) -> tuple:
+    """rows: ("rows", m) for one row count, ("bucket", power of two) for the search shared by a bucket."""
+    return (rows, b.shape[0], b.shape[1], b.dtype, _b_layout(b), b.device)
 
 
 def algorithm_for(packed: torch.Tensor, b: torch.Tensor, m: int) -> Algorithm:
     """The cached algorithm of this exact row count, else of its power-of-two bucket (searched on first use)."""
-    alg = _cache.get(_cache_key(m, b)) or _cache.get(_cache_key(rows_bucket(m), b))
+    bucket = _cache_key(("bucket", rows_bucket(m)), b)
+    alg = _cache.get(_cache_key(("rows", m), b)) or _cache.get(bucket)
     if alg is None:
         with _first_use:
-            alg = _cache.get(_cache_key(rows_bucket(m), b))
+            alg = _cache.get(bucket)
             if alg is None:
-                alg = _cache[_cache_key(rows_bucket(m), b)] = _search(packed, b)
+                alg = _cache[bucket] = _search(packed, b)
     return alg
 
 
@@ -228,9 +238,9 @@ def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
     # its plan: the checks and lookups below cost more host time than the matmul call itself
     call = (m, packed.shape, packed.stride(), packed.dtype, packed.device, b.shape, b.stride(), b.dtype, b.device)
     calls = cusparselt_plans.planned_calls()
-    plan = calls.get(call) if DIRECT_CALLS else None
-    if plan is not None:
-        return plan.run(packed, b)
+    saved = calls.get(call) if DIRECT_CALLS else None
+    if saved is not None and saved[0] == _generation:
+        return saved[1].run(packed, b)
     _check_operands(packed, b, m)
     alg = algorithm_for(packed, b, m)
     try:
@@ -238,12 +248,20 @@ def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
     except torch.OutOfMemoryError:
         raise
     except RuntimeError:
-        if _cache.get(_cache_key(m, b)) is not None:
+        if _cache.get(_cache_key(("rows", m), b)) is not None:
             raise
         # the bucket's algorithm was found at another row count and does not run at this one
         with _first_use:
-            alg = _cache[_cache_key(m, b)] = _search(packed, b)
+            alg = _cache[_cache_key(("rows", m), b)] = _search(packed, b)
         out = _run(packed, b, alg)
-    if DIRECT_CALLS and planned_calls_ok(b.dtype, b.device):
-        calls[call] = cusparselt_plans.plan_for(_plan_key(packed, b, alg))
+    capturing = b.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if DIRECT_CALLS and planned_calls_ok(b.dtype, b.device) and not capturing:
+        key = _plan_key(packed, b, alg)
+        if key not in _verified:  # each plan's result compared with torch's once (not inside a capture)
+            theirs = _torch_call(packed, b, alg)()
+            if not torch.equal(out, theirs):
+                _use_torch(b.dtype, b.device, f"planned calls differ from torch._cslt_sparse_mm for {key}")
+                return theirs
+            _verified.add(key)
+        calls[call] = (_generation, cusparselt_plans.plan_for(key))
     return out

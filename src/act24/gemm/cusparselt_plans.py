@@ -6,8 +6,8 @@ is built once per (shape, dtype, dense layout, algorithm, device, thread) and ev
 is a single `cusparseLtMatmul`. The descriptors mirror torch's exactly (sparse A row-major with
 ld = K; B row-major, or its transpose with op TRANSPOSE; D row-major), so the packed operands
 that `torch._cslt_compress` and act24's packers write are valid for them. Before first use on a
-device and dtype the results are compared with `torch._cslt_sparse_mm` bit for bit
-(`cusparselt.sparse_mm`); on any difference, or where the library cannot be loaded, callers
+device and dtype, and for each new plan, the results are compared with `torch._cslt_sparse_mm`
+bit for bit (`cusparselt.planned_calls_ok`, `cusparselt.sparse_mm`); on any difference, or where the library cannot be loaded, callers
 stay on torch's path. Enum values are those of cuSPARSELt 0.6 and later (0.5 numbered the compute
 types differently), which `library()` requires.
 """
@@ -256,7 +256,8 @@ def plan_for(key: PlanKey) -> Plan:
 
 
 def planned_calls() -> dict:
-    """This thread's plans by call signature (`cusparselt.sparse_mm`'s fast path), emptied past MAX_PLANS."""
+    """This thread's plans by call signature (`cusparselt.sparse_mm`'s fast path), emptied when it reaches
+    MAX_PLANS. Its entries keep their plans alive: a thread holds at most 2 x MAX_PLANS plans."""
     calls = _local.__dict__.setdefault("calls", {})
     if len(calls) >= MAX_PLANS:
         calls.clear()
