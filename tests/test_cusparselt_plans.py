@@ -102,8 +102,8 @@ def test_plan_cache_drops_the_least_recently_used(monkeypatch):
     monkeypatch.setattr(P, "Plan", lambda key: ("plan", key))
     monkeypatch.setattr(P, "MAX_PLANS", 2)
     monkeypatch.setattr(P, "_local", type(P._local)())
-    a, b, c = P.plan_for(1), P.plan_for(2), P.plan_for(1)
-    assert a is c
+    first, _, again = P.plan_for(1), P.plan_for(2), P.plan_for(1)
+    assert first is again
     P.plan_for(3)  # evicts 2, used least recently
     assert list(P._local.plans) == [1, 3]
 
