@@ -8,24 +8,11 @@ Usage: PYTHONPATH=src python scripts/cusparselt_host_cost.py OUT
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from act24.bench.common import header, median_ms, write_result
+from act24.bench.common import header, host_issue_ms, median_ms, write_result
 from act24.gemm import cusparselt as C
-
-
-def host_us(fn, calls: int = 200) -> float:
-    """Wall time per call of issuing `calls` calls back to back (the GPU queue never fills at these sizes)."""
-    fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    issued = time.perf_counter() - start
-    torch.cuda.synchronize()
-    return issued / calls * 1e6
 
 
 def packed_operand(m, k):
@@ -52,7 +39,7 @@ def main() -> None:
                 C.DIRECT_CALLS = direct
                 fn = lambda: C.sparse_mm(packed, b, m)
                 name = "planned" if direct else "torch"
-                row[f"{name}_host_us"] = host_us(fn)
+                row[f"{name}_host_us"] = host_issue_ms(fn, calls=200) * 1e3
                 row[f"{name}_ms"] = median_ms(fn)
             C.DIRECT_CALLS = True
             row["algorithm"] = str(C._cache[(("bucket", C.rows_bucket(m)), k, n, b.dtype, layout, b.device)])

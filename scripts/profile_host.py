@@ -18,7 +18,7 @@ import time
 import torch
 
 from act24 import SquaredReLUFFN
-from act24.bench.common import cuda_graph_replay, median_ms
+from act24.bench.common import cuda_graph_replay, host_issue_ms, median_ms
 
 
 def host_time_by_call(step, steps: int = 50) -> str:
@@ -46,16 +46,11 @@ def host_time_by_call(step, steps: int = 50) -> str:
     for owner, name, fn in originals:
         setattr(owner, name, timed(name, fn))
     try:
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        total = time.perf_counter() - start
-        torch.cuda.synchronize()
+        per_step_ms = host_issue_ms(step, calls=steps, warmup=0)
     finally:
         for owner, name, fn in originals:
             setattr(owner, name, fn)
-    lines = [f"host time per step by call (us), {total / steps * 1e6:.0f} in all:"]
+    lines = [f"host time per step by call (us), {per_step_ms * 1e3:.0f} in all:"]
     lines += [f"  {name:<26} {t / steps * 1e6:8.1f}" for name, t in sorted(spent.items(), key=lambda kv: -kv[1])]
     return "\n".join(lines)
 
@@ -74,15 +69,8 @@ def main() -> None:
     def step():
         ffn(x).backward(dy)
 
-    for _ in range(5):
-        step()
-    torch.cuda.synchronize()
     n = 50
-    start = time.perf_counter()
-    for _ in range(n):
-        step()
-    issued = (time.perf_counter() - start) / n * 1e3
-    torch.cuda.synchronize()
+    issued = host_issue_ms(step, calls=n, warmup=5)
     report = [f"T={args.tokens} d={d} H={hidden}: host issue {issued:.3f} ms/step, "
               f"plain {median_ms(step):.3f} ms, CUDA graph {median_ms(cuda_graph_replay(step)):.3f} ms"]
     profiler = cProfile.Profile()

@@ -21,3 +21,9 @@ def test_commit_is_flagged_when_tracked_files_changed(monkeypatch):
     assert common.commit() == SHA + "-dirty"
     monkeypatch.setenv("ACT24_COMMIT", "abc")  # a copy without .git names its commit
     assert common.commit() == "abc"
+
+
+def test_host_issue_time_counts_the_calls_after_the_warm_up():
+    calls = []
+    ms = common.host_issue_ms(lambda: calls.append(1), calls=7, warmup=2)
+    assert len(calls) == 9 and ms >= 0

@@ -53,6 +53,21 @@ def graph_timings(dense_compiled, sparse) -> dict:
     return out
 
 
+def host_issue_ms(fn, calls: int = 50, warmup: int = 1) -> float:
+    """Host time per call of issuing `calls` calls back to back, without synchronising in between (what
+    a call costs the CPU, while the GPU queue does not fill); the GPU is drained before and after."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    issued = time.perf_counter() - start
+    sync()
+    return issued / calls * 1e3
+
+
 def wall_median_ms(fn, reps: int = 5) -> float:
     """Median wall-clock time of whole calls (median_ms's stand-in without a GPU)."""
     fn()  # warm-up
