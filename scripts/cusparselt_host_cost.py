@@ -42,7 +42,7 @@ def main() -> None:
                 row[f"{name}_host_us"] = host_issue_ms(fn, calls=200) * 1e3
                 row[f"{name}_ms"] = median_ms(fn)
             C.DIRECT_CALLS = True
-            row["algorithm"] = str(C._cache[(("bucket", C.rows_bucket(m)), k, n, b.dtype, layout, b.device)])
+            row["algorithm"] = str(C.algorithm_for(packed, b, m))
             rows.append(row)
             print(row, flush=True)
     write_result(args.out, "cusparselt_host_cost", {**header(), "rows": rows})

@@ -7,7 +7,6 @@ Usage: PYTHONPATH=src python scripts/train_graphs.py OUT [--steps 160]
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import statistics
 import tempfile
@@ -17,6 +16,7 @@ import torch
 from act24.bench.common import header, write_result
 from act24.model import preset
 from act24.train import TrainConfig, Trainer, load_corpus
+from act24.train.plots import read_metrics
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
                 trainer = Trainer(preset("25m", ffn=ffn), cfg, corpus, pathlib.Path(tmp), torch.device("cuda"),
                                   progress=False)
                 summary = trainer.run()
-                logged = [json.loads(line) for line in (pathlib.Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+                logged = read_metrics(pathlib.Path(tmp) / "metrics.jsonl")
             after = [r["tokens_per_s"] for r in logged if "tokens_per_s" in r and r["step"] > warmup + 10]
             rows.append({"ffn": ffn, "cuda_graphs": graphs, "tokens_per_s": statistics.median(after),
                          "loss": summary["loss"], "val_loss": summary["val_loss"]})

@@ -8,6 +8,7 @@ Usage: PYTHONPATH=src python scripts/tune_backward_pack.py OUT [--T 16384] [--d 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 
@@ -19,7 +20,7 @@ from act24.kernels import backward_pack as bp
 
 LAUNCHES = ((1, 2), (2, 2), (2, 4), (4, 4), (1, 4), (4, 8))  # (token blocks per program, warps)
 CAPS = (None, 168, 128)
-OUTPUTS = ("dy1_tokenwise", "dy1_featurewise", "a_featurewise", "dy1_dense", "a_dense")
+OUTPUTS = tuple(f.name for f in dataclasses.fields(bp.BackwardOperands))
 
 
 def main() -> None:

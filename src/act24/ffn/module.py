@@ -72,7 +72,7 @@ class SquaredReLUFFNBase(nn.Module):
     def perm_seed(self, value: int) -> None:
         # kept as a CPU tensor (not moved by .to()), which the ops take: an int attribute would be baked
         # into compiled graphs, and blocks compiled from one forward would recompile for every layer's seed
-        self._perm_seed_tensor = torch.tensor(int(value), dtype=torch.int64, device="cpu")
+        self._perm_seed_tensor = recipe_ops.seed_tensor(int(value))
 
     def __setstate__(self, state):
         seed = state.pop("perm_seed", None)  # modules pickled whole before the seed became a property
@@ -145,7 +145,7 @@ class SquaredReLUFFNBase(nn.Module):
         path = sparse_path(x.device, x.dtype, exact, self.d, self.hidden, training and b1 is not None)
         # inference takes the dense path where it is faster; training keeps the 2:4 recipe at every
         # size, so what a model learns does not depend on the batch shape
-        if path == "dense" or (path == "fast" and dense_by_size):
+        if path == "dense":  # a GPU below the threshold already returned above
             return self._dense(x, w1, w2, b1, b2, want_stats)
         y, counts = self._sparse(path, training, x, w1, w2, b1, want_stats)
         return (y if b2 is None else y + b2), counts

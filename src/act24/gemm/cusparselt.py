@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..reference.checks import check_same_device
 from . import cusparselt_plans
 
 
@@ -87,14 +88,16 @@ def _use_torch(dtype: torch.dtype, device: torch.device, reason: str) -> None:
 
 
 def _disagreement(packed, b, alg: Algorithm) -> str | None:
-    """None if a planned call with `alg` gives torch's result bit for bit, else how they differ."""
-    ours = cusparselt_plans.Plan(_plan_key(packed, b, alg)).run(packed, b)
+    """None if a planned call with `alg` gives torch's result bit for bit (the plan is kept and marked
+    verified), else how they differ."""
+    key = _plan_key(packed, b, alg)
+    ours = cusparselt_plans.plan_for(key).run(packed, b)
     theirs = _torch_call(packed, b, alg)()
     if torch.equal(ours, theirs):
+        _verified.add(key)
         return None
     diff = (ours.float() - theirs.float()).abs().max().item()
-    return (f"planned calls differ from torch._cslt_sparse_mm for {_plan_key(packed, b, alg)} "
-            f"(max abs difference {diff:.3g})")
+    return f"planned calls differ from torch._cslt_sparse_mm for {key} (max abs difference {diff:.3g})"
 
 
 def planned_calls_ok(dtype: torch.dtype, device: torch.device) -> bool:
@@ -227,9 +230,7 @@ def _check_operands(packed: torch.Tensor, b: torch.Tensor, m: int) -> None:
         raise ValueError(f"packed operand must have shape ({m}, {k * 9 // 16}) for a [{m}, {k}] matrix, got {tuple(packed.shape)}")
     if packed.dtype != b.dtype:
         raise TypeError(f"packed operand is {packed.dtype} but the dense operand is {b.dtype}")
-    if packed.device != b.device:
-        raise ValueError(f"packed operand is on {packed.device} but the dense operand is on {b.device}; "
-                         "move both to one device")
+    check_same_device("packed operand", packed, "the dense operand", b)
 
 
 def sparse_mm(packed: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:

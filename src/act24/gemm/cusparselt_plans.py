@@ -209,6 +209,7 @@ class Plan:
         _check(lib.cusparseLtMatmulGetWorkspace(h, ctypes.byref(self.plan), ctypes.byref(size)),
                f"workspace query of {key}")
         self.workspace_bytes = size.value
+        self._matmul = lib.cusparseLtMatmul  # bound once: run() is the hot path
         self.alpha, self.beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
 
     def _set(self, lib, attribute: int, name: str, value: int) -> None:
@@ -232,7 +233,7 @@ class Plan:
         out = torch.empty(self.key.m, self.key.n, dtype=b.dtype, device=b.device)
         workspace = torch.empty(self.workspace_bytes, dtype=torch.uint8, device=b.device) if self.workspace_bytes else None
         stream = ctypes.c_void_p(torch.cuda.current_stream(b.device).cuda_stream)
-        _check(library().cusparseLtMatmul(
+        _check(self._matmul(
             ctypes.byref(self.handle.struct), ctypes.byref(self.plan), ctypes.byref(self.alpha), packed.data_ptr(),
             b.data_ptr(), ctypes.byref(self.beta), out.data_ptr(), out.data_ptr(),
             None if workspace is None else workspace.data_ptr(), ctypes.byref(stream), 1), f"matmul {self.key}")

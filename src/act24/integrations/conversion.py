@@ -129,11 +129,6 @@ def _classify(module: nn.Module) -> _Verdict:
     return _Verdict("")
 
 
-def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, attr = path.rpartition(".")
-    setattr(model.get_submodule(parent_path) if parent_path else model, attr, module)
-
-
 def convert(
     model: nn.Module,
     *,
@@ -169,36 +164,31 @@ def convert(
             continue  # inside an MLP already handled
         if filter_fn is not None and not filter_fn(module, path):
             continue
-        if id(module) in replacements:  # the same MLP, met again at another path
-            ffn = replacements[id(module)]
-            if ffn is not module:
-                _set_submodule(model, path, ffn)
-            converted_prefixes.append(path)
-            report.converted.append(ConvertedModule(path, type(module).__name__, ffn.d, ffn.hidden))
-            continue
-        verdict = _classify(module)
-        if not verdict.action:
-            continue
-        kind = type(module).__name__
-        seed = None if perm_seed is None else perm_seed + len(replacements)
-        if verdict.action == "act24":
-            ffn = module
-            ffn.sparse, ffn.dense_fraction, ffn.track_stats = sparse, dense_fraction, track_stats
-            if seed is not None:
-                ffn.perm_seed = seed
-        elif verdict.action == "convert":
-            up_name, down_name = verdict.names
-            ffn = SquaredReLUMLP(getattr(module, up_name), getattr(module, down_name), up_name=up_name,
-                                 down_name=down_name, sparse=sparse,
-                                 dense_fraction=dense_fraction, perm_seed=seed, track_stats=track_stats)
-            ffn.train(module.training)
-            _set_submodule(model, path, ffn)
-        else:
-            report.skipped.append(SkippedModule(path, kind, verdict.reason))
-            continue
-        replacements[id(module)] = ffn
+        ffn = replacements.get(id(module))  # set when this MLP was met at another path already
+        if ffn is None:
+            verdict = _classify(module)
+            if not verdict.action:
+                continue
+            seed = None if perm_seed is None else perm_seed + len(replacements)
+            if verdict.action == "act24":
+                ffn = module
+                ffn.sparse, ffn.dense_fraction, ffn.track_stats = sparse, dense_fraction, track_stats
+                if seed is not None:
+                    ffn.perm_seed = seed
+            elif verdict.action == "convert":
+                up_name, down_name = verdict.names
+                ffn = SquaredReLUMLP(getattr(module, up_name), getattr(module, down_name), up_name=up_name,
+                                     down_name=down_name, sparse=sparse,
+                                     dense_fraction=dense_fraction, perm_seed=seed, track_stats=track_stats)
+                ffn.train(module.training)
+            else:
+                report.skipped.append(SkippedModule(path, type(module).__name__, verdict.reason))
+                continue
+            replacements[id(module)] = ffn
+        if ffn is not module:
+            model.set_submodule(path, ffn)
         converted_prefixes.append(path)
-        report.converted.append(ConvertedModule(path, kind, ffn.d, ffn.hidden))
+        report.converted.append(ConvertedModule(path, type(module).__name__, ffn.d, ffn.hidden))
     if not report.converted and _classify(model).action in ("convert", "act24"):
         raise ValueError(f"model itself is a {type(model).__name__}, which convert cannot replace in place: call "
                          "act24.convert on a model that contains it, or build act24.SquaredReLUMLP(up, down) directly")

@@ -111,8 +111,8 @@ def load_corpus(path: str | pathlib.Path | None = None) -> Corpus:
     texts = [(key, doc) for key, doc in docs if doc]
     if not texts:
         raise ValueError(f"--data {source}: the documents are empty")
-    train = [doc for key, doc in texts if not _is_validation(key)] if len(texts) > 1 else []
-    val = [doc for key, doc in texts if _is_validation(key)] if len(texts) > 1 else []
+    train = [doc for key, doc in texts if not _is_validation(key)]
+    val = [doc for key, doc in texts if _is_validation(key)]
     if not train or not val:  # one document, or all on one side: hold out the last 5% of the text
         text = SEPARATOR.join(doc for _, doc in texts)
         cut = int(len(text) * 0.95)

@@ -16,6 +16,17 @@ EAGER_STEPS = 2  # real steps run eagerly after each mode change, before the cap
 # inside a capture
 
 
+def train_step_body(model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float, autocast: dict,
+                    x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Forward, backward, clipping and the optimizer step (the same eagerly and in a graph); the loss."""
+    with torch.autocast(**autocast):
+        _, loss = model(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
 class GraphedStep:
     """Runs training steps for one model and optimizer; `step(x, y, mode, stats)` returns the loss
     tensor (updated by every replay: read it only when needed, each read waits for the GPU).
@@ -37,12 +48,7 @@ class GraphedStep:
         self.eager_left = 0
 
     def _body(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(**self.autocast):
-            _, loss = self.model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        return loss.detach()
+        return train_step_body(self.model, self.optimizer, self.grad_clip, self.autocast, x, y)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, mode, stats: bool) -> torch.Tensor:
         """One step; the FFNs' track_stats must already be `stats`."""

@@ -19,6 +19,7 @@ from ..ffn.dispatch import sparse_threshold_override
 from ..model import DecoderLM, ModelConfig
 from . import checkpoint, distributed, plots
 from .data import BatchSampler, Corpus
+from .graphed_step import GraphedStep, train_step_body
 from .interrupt import DeferredInterrupt
 from .schedule import learning_rate
 
@@ -169,8 +170,6 @@ class Trainer:
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
         self.graphed = None
         if cfg.cuda_graphs:
-            from .graphed_step import GraphedStep
-
             self.graphed = GraphedStep(self.model, self.optimizer, cfg.grad_clip, self.autocast)
         self.warmup = DenseWarmup(self.model, cfg.resolved_dense_warmup) if model_cfg.ffn == "relu2-sparse" else None
 
@@ -257,11 +256,7 @@ class Trainer:
         if self.graphed is not None:
             loss = self.graphed.step(x, y, sparse_now, track_stats)
         else:
-            with torch.autocast(**self.autocast):
-                _, loss = self.model(x, y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
+            loss = train_step_body(self.model, self.optimizer, self.cfg.grad_clip, self.autocast, x, y)
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self._rng_at_step_start = None  # the step is complete
