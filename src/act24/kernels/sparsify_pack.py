@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from ..reference.checks import check_multiple, check_ndim
-from .top2 import INTERPRETED, TL_DTYPE, magnitude_key16, packed_regions, rounded_bits16, select_2_of_4_keyed
+from .top2 import INTERPRETED, TL_DTYPE, magnitude_key16, packed_regions, relu2_pair, rounded_bits16, select_2_of_4_keyed
 
 ROW_BLOCK, COL_BLOCK = 64, 32  # one metadata block
 MAX_BLOCKS_PER_PROGRAM = 127  # each 8-bit counter field takes 2 adds per block
@@ -83,15 +83,21 @@ def _pack_subtile(word, vals_ptr, K, rows, groups, live, kept_acc, nnz_acc,
     counters with this sub-tile's flags added (unchanged without COUNT)."""
     lo = word.to(tl.int32)  # positions 0, 1
     hi = (word >> 32).to(tl.int32)  # positions 2, 3
-    b0 = _squared(lo, 0, DTYPE, INTEGER_ROUNDING)
-    b1 = _squared(lo, 16, DTYPE, INTEGER_ROUNDING)
-    b2 = _squared(hi, 0, DTYPE, INTEGER_ROUNDING)
-    b3 = _squared(hi, 16, DTYPE, INTEGER_ROUNDING)
-    # relu² is >= 0 (or NaN): the keys are the bit patterns, NaN clamped to Inf
-    k0 = magnitude_key16(b0, DTYPE)
-    k1 = magnitude_key16(b1, DTYPE)
-    k2 = magnitude_key16(b2, DTYPE)
-    k3 = magnitude_key16(b3, DTYPE)
+    if INTEGER_ROUNDING:  # the interpreter: value by value
+        b0 = _squared(lo, 0, DTYPE, INTEGER_ROUNDING)
+        b1 = _squared(lo, 16, DTYPE, INTEGER_ROUNDING)
+        b2 = _squared(hi, 0, DTYPE, INTEGER_ROUNDING)
+        b3 = _squared(hi, 16, DTYPE, INTEGER_ROUNDING)
+        # relu² is >= 0 (or NaN): the keys are the bit patterns, NaN clamped to Inf
+        k0 = magnitude_key16(b0, DTYPE)
+        k1 = magnitude_key16(b1, DTYPE)
+        k2 = magnitude_key16(b2, DTYPE)
+        k3 = magnitude_key16(b3, DTYPE)
+    else:  # the GPU: two values per instruction; every result's sign bit is clear, so >> 16 needs no mask
+        s_lo, key_lo = relu2_pair(lo, DTYPE)
+        s_hi, key_hi = relu2_pair(hi, DTYPE)
+        b0, b1, b2, b3 = s_lo & 0xFFFF, s_lo >> 16, s_hi & 0xFFFF, s_hi >> 16
+        k0, k1, k2, k3 = key_lo & 0xFFFF, key_lo >> 16, key_hi & 0xFFFF, key_hi >> 16
     v0, v1, nibble, keep0, keep1, keep2, keep3 = select_2_of_4_keyed(k0, k1, k2, k3, b0, b1, b2, b3)
     tl.store(vals_ptr + rows[:, None, None] * (K // 4) + groups[None, :, :], v0 | (v1 << 16), mask=live)
     if COUNT:

@@ -62,6 +62,35 @@ def from_bits16(word, DTYPE: tl.constexpr):
     return word.to(tl.int16).to(DTYPE, bitcast=True).to(tl.float32)
 
 
+# relu(v)**2 of both 16-bit halves, with packed sm90 instructions: max.NaN keeps NaN (as torch.relu
+# does), the product of two 16-bit values is exact in fp32, so one rounding (mul.rn) equals the
+# reference's fp32 square then rounding (bf16 products below 2**-126 aside, where fp32 itself rounds);
+# the keys are the results with NaN (canonical, 0x7FFF) clamped to Inf
+_RELU2_PAIR_ASM = """{
+.reg .b32 zero, clamp;
+mov.b32 zero, 0;
+mov.b32 clamp, CLAMP;
+max.NaN.TYPE $0, $2, zero;
+mul.rn.TYPE $0, $0, $0;
+min.u16x2 $1, $0, clamp;
+}"""
+RELU2_PAIR_BF16 = tl.constexpr(_RELU2_PAIR_ASM.replace("TYPE", "bf16x2").replace("CLAMP", "0x7F807F80"))
+RELU2_PAIR_F16 = tl.constexpr(_RELU2_PAIR_ASM.replace("TYPE", "f16x2").replace("CLAMP", "0x7C007C00"))
+
+
+@triton.jit
+def relu2_pair(pair, DTYPE: tl.constexpr):
+    """(relu(v)**2 rounded to DTYPE, its ranking key) for both 16-bit values v of int32 `pair`, each
+    result two 16-bit patterns in one int32 laid out like `pair`. GPU only (inline PTX): the
+    interpreter takes rounded_bits16 and magnitude_key16 per value, with the same results."""
+    if DTYPE == tl.bfloat16:
+        return tl.inline_asm_elementwise(RELU2_PAIR_BF16, "=r,=r,r", [pair], dtype=(tl.int32, tl.int32),
+                                         is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise(RELU2_PAIR_F16, "=r,=r,r", [pair], dtype=(tl.int32, tl.int32),
+                                         is_pure=True, pack=1)
+
+
 @triton.jit
 def magnitude_key16(bits, DTYPE: tl.constexpr):
     """The ranking key of a raw 16-bit pattern (low half of an int32): |e|'s bits order like |e|,
