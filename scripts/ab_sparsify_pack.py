@@ -30,7 +30,8 @@ x, w1, _ = realistic_operands(T, d, H)
 inputs = {"realistic": x @ w1.t(), "random": torch.randn(T, H, device="cuda", dtype=torch.bfloat16)}
 moved = T * H * 2 + T * H * 9 // 8
 LAUNCHES = [dict(blocks_per_program=b, cols_per_program=c, num_warps=w)
-            for b, c, w in [(8, 2, 8), (8, 2, 4), (16, 2, 8), (8, 4, 8), (4, 2, 8), (8, 1, 4), (16, 1, 4), (8, 4, 4)]]
+            for b, c, w in [(2, 2, 8), (4, 2, 8), (8, 2, 8), (16, 2, 8), (32, 2, 8), (4, 1, 4), (8, 1, 4), (4, 4, 8), (8, 4, 8),
+                            (8, 2, 4)]]
 REPEATS = 5
 
 rows = []

@@ -119,17 +119,22 @@ def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_wor
     hide a load's latency by itself. Counts stay element-wise in registers (8-bit fields) and are
     reduced over rows once at the end: a reduction per block would put barriers in the loop.
     """
+    # one flat grid axis, column strips fastest: the programs running together read whole rows (DRAM
+    # pages) rather than 128-byte pieces of many rows
+    strips = K // (32 * CB)
+    strip = tl.program_id(0) % strips
+    chunk = tl.program_id(0) // strips
     rho = tl.arange(0, 32)
     c = tl.arange(0, CB)[:, None]
     q = tl.arange(0, 4)[None, :]
-    groups0 = tl.program_id(1) * 8 * CB + 8 * c + q  # [CB, 4], j = 0; j = 1 is 4 groups on
+    groups0 = strip * 8 * CB + 8 * c + q  # [CB, 4], j = 0; j = 1 is 4 groups on
     groups1 = groups0 + 4
     word_in_strip = c[None, :, :] * 128 + 4 * rho[:, None, None] + q[None, :, :]
     kept0 = tl.zeros((32, CB, 4), tl.int32)
     kept1 = tl.zeros((32, CB, 4), tl.int32)
     nnz0 = tl.zeros((32, CB, 4), tl.int32)
     nnz1 = tl.zeros((32, CB, 4), tl.int32)
-    first = tl.program_id(0) * BLOCKS * 64
+    first = chunk * BLOCKS * 64
     rows0 = (first + 16 * (rho // 8) + rho % 8).to(tl.int64)  # h = 0; h = 1 is 8 rows on
     live = first < M  # M is a multiple of 64: a block is all in or all out
     w00, w10, w01, w11 = _load_block(y1_ptr, row_words, rows0, groups0, groups1, live)
@@ -148,7 +153,7 @@ def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_wor
         n11, kept1, nnz1 = _pack_subtile(w11, vals_ptr, K, rows0 + 8, groups1, live, kept1, nnz1,
                                          COUNT, DTYPE, INTEGER_ROUNDING)
         words = n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)  # nibble 2j + h
-        block = (row0 // 64).to(tl.int64) * (K // 32) + tl.program_id(1) * CB
+        block = (row0 // 64).to(tl.int64) * (K // 32) + strip * CB
         tl.store(meta_ptr + block * 128 + word_in_strip, words.to(tl.int16), mask=live)
         w00, w10, w01, w11 = x00, x10, x01, x11
         rows0 = following
@@ -204,7 +209,7 @@ def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: i
     kept, nonzeros = (torch.zeros(K if count else 0, dtype=torch.int32, device=y1.device) for _ in range(2))
     # a group of 4 values is one int64: each thread selects whole groups, nothing is shuffled
     y1_groups = y1.view(torch.int64)
-    grid = (triton.cdiv(M, ROW_BLOCK * blocks_per_program), K // (COL_BLOCK * cols_per_program))
+    grid = (triton.cdiv(M, ROW_BLOCK * blocks_per_program) * (K // (COL_BLOCK * cols_per_program)),)
     _sparsify_pack_kernel[grid](
         y1_groups, *packed_regions(packed, M, K), kept, nonzeros,
         y1_groups.stride(0), M, K,
