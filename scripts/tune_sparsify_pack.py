@@ -22,7 +22,7 @@ copy_ms = median_ms(lambda: inputs["random"].clone())
 rows = [{"config": "clone (copy ceiling)", "ms": copy_ms, "GBps": 2 * T * H * 2 / copy_ms / 1e6}]
 y1 = inputs["realistic"]
 for count in (False, True):
-    for blocks in (8, 16, 32):
+    for blocks in (2, 4, 8, 16):
         for cb in (1, 2, 4):
             for warps in (2, 4, 8):
                 ms = median_ms(lambda: sparsify_pack(y1, count=count, blocks_per_program=blocks, cols_per_program=cb,

@@ -186,15 +186,18 @@ def check_sparsify_input(y1: torch.Tensor) -> None:
         raise ValueError(f"y1 must have unit stride along its last dimension and a row stride that is a multiple of 4, got strides {y1.stride()}")
 
 
-def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: int = 8, cols_per_program: int = 2,
-                  num_warps: int = 8) -> PackedActivation:
+def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: int | None = None,
+                  cols_per_program: int = 2, num_warps: int = 8) -> PackedActivation:
     """Pack relu(y1)**2 under the token-wise 2:4 mask for `torch._cslt_sparse_mm`, counting per feature
     unless `count` is False (inference without statistics: the counting is a fifth of the kernel's work).
 
     A program handles `blocks_per_program` blocks of 64 rows times 32*`cols_per_program` columns;
-    the defaults were the fastest on the H200 (scripts/tune_sparsify_pack.py).
+    the defaults were the fastest on the H200 (scripts/ab_sparsify_pack.py, results/sparsify_pack_ab.json):
+    4 blocks without counting, 8 with.
     """
     check_sparsify_input(y1)
+    if blocks_per_program is None:
+        blocks_per_program = 8 if count else 4
     if not 1 <= blocks_per_program <= MAX_BLOCKS_PER_PROGRAM:
         raise ValueError(f"blocks_per_program must be in [1, {MAX_BLOCKS_PER_PROGRAM}] (8-bit counters), "
                          f"got {blocks_per_program}")
