@@ -6,7 +6,7 @@ The baseline is a copy of kernels/sparsify_pack.py from another revision, e.g.
   git show REV:src/act24/kernels/sparsify_pack.py > /tmp/baseline.py
 It is loaded as a module of act24.kernels, so its relative imports resolve here.
 
-Usage: PYTHONPATH=src python scripts/ab_sparsify_pack.py OUT BASELINE_FILE [LABEL]
+Usage: PYTHONPATH=src python scripts/ab_sparsify_pack.py OUT BASELINE_FILE [LABEL: what the current tree is]
 """
 
 import importlib.util
@@ -20,7 +20,7 @@ from act24.bench.ffn_forward import realistic_operands
 from act24.kernels import sparsify_pack as current
 
 out, baseline_file = sys.argv[1], sys.argv[2]
-label = sys.argv[3] if len(sys.argv) > 3 else "current"
+label = sys.argv[3] if len(sys.argv) > 3 else "this tree"
 spec = importlib.util.spec_from_file_location("act24.kernels._baseline_pack", baseline_file)
 baseline = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(baseline)
@@ -43,14 +43,14 @@ for name, y1 in inputs.items():
             same = torch.equal(a.packed.view(torch.int16), b.packed.view(torch.int16)) and (
                 not count or (torch.equal(a.kept_per_feature, b.kept_per_feature)
                               and torch.equal(a.nonzeros_per_feature, b.nonzeros_per_feature)))
-            times = {"baseline": [], label: []}
+            times = {"baseline": [], "current": []}
             for _ in range(REPEATS):  # alternating, so clock and thermal drift fall on both
                 times["baseline"].append(median_ms(lambda: baseline.sparsify_pack(y1, count=count, **launch)))
-                times[label].append(median_ms(lambda: current.sparsify_pack(y1, count=count, **launch)))
+                times["current"].append(median_ms(lambda: current.sparsify_pack(y1, count=count, **launch)))
             row = {"input": name, "count": count, **launch, "identical": same,
                    **{f"{k}_ms": statistics.median(v) for k, v in times.items()}}
             row.update({f"{k}_GBps": moved / row[f"{k}_ms"] / 1e6 for k in times})
-            row["ratio"] = row["baseline_ms"] / row[f"{label}_ms"]
+            row["ratio"] = row["baseline_ms"] / row["current_ms"]
             rows.append(row)
             print(row, flush=True)
 write_result(out, "sparsify_pack_ab", {**header(), "shape": [T, H], "bytes_moved": moved, "label": label,
