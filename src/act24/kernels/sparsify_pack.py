@@ -192,7 +192,7 @@ def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: i
     unless `count` is False (inference without statistics: the counting is a fifth of the kernel's work).
 
     A program handles `blocks_per_program` blocks of 64 rows times 32*`cols_per_program` columns;
-    the defaults were the fastest on the H200 (scripts/ab_sparsify_pack.py, results/sparsify_pack_ab.json):
+    the defaults were the fastest on the H200 (scripts/ab_packer.py, results/sparsify_pack_ab.json):
     4 blocks without counting, 8 with.
     """
     check_sparsify_input(y1)

@@ -1,0 +1,91 @@
+"""One packer against another version of itself, in one process: identical outputs at every launch,
+then timings alternating between the two (five repeats each, medians), at the target shape
+(T=16384, d=4096, H=16384, bf16, realistic input ~90% zeros; the forward packer also on random
+input). Writes OUT/<kernel>_ab.json.
+
+The baseline is a copy of the kernel's file from another revision, e.g.
+  git show REV:src/act24/kernels/backward_pack.py > /tmp/baseline.py
+It is loaded as a module of act24.kernels, so its relative imports resolve here.
+
+Usage: PYTHONPATH=src python scripts/ab_packer.py {sparsify_pack,backward_pack} OUT BASELINE_FILE [LABEL]
+"""
+
+import dataclasses
+import importlib
+import importlib.util
+import statistics
+import sys
+
+import torch
+
+from act24 import reference as ref
+from act24.bench import ffn_train
+from act24.bench.common import header, median_ms, write_result
+from act24.bench.ffn_forward import realistic_operands
+
+REPEATS = 5
+T, d, H = 16384, 4096, 16384
+FORWARD_LAUNCHES = [dict(blocks_per_program=b, cols_per_program=c, num_warps=w)
+                    for b, c, w in [(2, 2, 8), (4, 2, 8), (8, 2, 8), (16, 2, 8), (32, 2, 8), (4, 1, 4), (8, 1, 4),
+                                    (4, 4, 8), (8, 4, 8), (8, 2, 4)]]
+BACKWARD_LAUNCHES = [dict(token_blocks_per_program=nb, num_warps=w, max_registers=cap)
+                     for nb, w, cap in [(4, 4, 168), (4, 4, 192), (2, 4, 168), (4, 4, 160)]]  # each compiles ~20 s
+
+
+def load_copy(path: str):
+    spec = importlib.util.spec_from_file_location("act24.kernels._baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def as_bytes(out) -> list[torch.Tensor]:
+    """Every tensor of a packer's result, as 16-bit patterns (NaN payloads compared too)."""
+    tensors = [getattr(out, f.name) for f in dataclasses.fields(out)]
+    return [t.view(torch.int16) if t.dtype.itemsize == 2 else t for t in tensors if t is not None]
+
+
+def cases(kernel: str):
+    """(label, inputs, launch, bytes moved) for each timed case; inputs are keyword arguments."""
+    x, w1, w2 = realistic_operands(T, d, H)
+    if kernel == "sparsify_pack":
+        moved = T * H * 2 + T * H * 9 // 8
+        for name, y1 in (("realistic", x @ w1.t()), ("random", torch.randn(T, H, device="cuda", dtype=x.dtype))):
+            for count in (False, True):
+                for launch in FORWARD_LAUNCHES:
+                    yield {"input": name, "count": count}, dict(y1=y1, count=count), launch, moved
+    else:
+        dy = torch.randn(T, d, device="cuda", dtype=x.dtype)
+        num_dense = ref.dense_feature_count(H, ffn_train.DENSE_FRACTION)
+        _, packed, dy2, perm, dense = ffn_train.backward_pack_inputs(x, w1, w2, dy, num_dense)
+        moved = T * H * 2 + T * H * 9 // 8 + 3 * T * H * 9 // 8 + 2 * T * dense.numel() * 2
+        inputs = dict(packed_a=packed.packed, dy2=dy2, perm=perm, dense_features=dense)
+        for launch in BACKWARD_LAUNCHES:
+            yield {"input": "realistic"}, inputs, launch, moved
+
+
+def main() -> None:
+    kernel, out, baseline_file = sys.argv[1:4]
+    label = sys.argv[4] if len(sys.argv) > 4 else "this tree"
+    current = getattr(importlib.import_module(f"act24.kernels.{kernel}"), kernel)
+    baseline = getattr(load_copy(baseline_file), kernel)
+    rows = []
+    for case, inputs, launch, moved in cases(kernel):
+        a = as_bytes(baseline(**inputs, **launch))
+        b = as_bytes(current(**inputs, **launch))
+        same = len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+        times = {"baseline": [], "current": []}
+        for _ in range(REPEATS):  # alternating, so clock and thermal drift fall on both
+            times["baseline"].append(median_ms(lambda: baseline(**inputs, **launch)))
+            times["current"].append(median_ms(lambda: current(**inputs, **launch)))
+        row = {**case, **launch, "identical": same, **{f"{k}_ms": statistics.median(v) for k, v in times.items()}}
+        row.update({f"{k}_GBps": moved / row[f"{k}_ms"] / 1e6 for k in times})
+        row["ratio"] = row["baseline_ms"] / row["current_ms"]
+        rows.append(row)
+        print(row, flush=True)
+    write_result(out, f"{kernel}_ab", {**header(), "shape": {"T": T, "d": d, "H": H}, "label": label,
+                                        "baseline": baseline_file, "repeats": REPEATS, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
