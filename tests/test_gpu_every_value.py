@@ -1,6 +1,5 @@
-"""The packers' arithmetic on every 16-bit value: the GPU computes ReLU² with packed 16x2 instructions and,
-for bf16, the backward's square root with the fast approximation; both must round exactly like the
-reference's 16-bit torch ops."""
+"""The packers' arithmetic on every 16-bit value, which must round exactly like the reference's 16-bit
+torch ops: the forward's ReLU² (packed 16x2 instructions on the GPU) and the backward's 2*sqrt(a)."""
 
 import pytest
 import torch

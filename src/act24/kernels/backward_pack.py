@@ -50,40 +50,16 @@ def _tokenwise_nibble(meta_ptr, t, G, H):
 
 
 @triton.jit
-def _sqrt(a, DTYPE: tl.constexpr, RND: tl.constexpr):
-    """sqrt(a) (fp32), close enough that rounding it to DTYPE rounds correctly."""
-    if DTYPE == tl.bfloat16 and not RND:
-        # the approximation (~2**-22 relative) suffices for bf16: the square root of a bf16 number is
-        # at least 2**-19 (relative) away from the midpoint between two bf16 numbers, so it rounds to
-        # the same bf16 as the exact root (a GPU test checks every bf16 pattern); fp16's finer grid
-        # needs the correctly rounded root
-        return tl.inline_asm_elementwise("sqrt.approx.f32 $0, $1;", "=r,r", [a], dtype=tl.float32, is_pure=True,
-                                         pack=1)
-    else:
-        return tl.sqrt_rn(a)
-
-
-@triton.jit
 def _grad(g, a, DTYPE: tl.constexpr, RND: tl.constexpr):
     """dy2 * 2 * sqrt(a) rounded like the reference's 16-bit ops; 0 where a == 0."""
-    s = round_to(_sqrt(a, DTYPE, RND), DTYPE, RND)
-    if DTYPE == tl.bfloat16:
-        g2 = g * 2.0  # exact: bf16 has fp32's exponent range
-    else:
-        g2 = round_to(g * 2.0, DTYPE, RND)  # fp16 may overflow to Inf here
-    return tl.where(a != 0, round_to(g2 * s, DTYPE, RND), 0.0)
+    s = round_to(tl.sqrt_rn(a), DTYPE, RND)
+    return tl.where(a != 0, round_to(round_to(g * 2.0, DTYPE, RND) * s, DTYPE, RND), 0.0)
 
 
 @triton.jit
 def _position(pair, nib, p: tl.constexpr):
-    """The 16-bit pattern at position p of each group from its packed pair and nibble (0 if not kept).
-    The first kept position is 0-2 and the second 1-3 (ascending): positions 0 and 3 have one candidate."""
-    if p == 0:
-        return tl.where((nib & 3) == 0, pair & 0xFFFF, 0)
-    elif p == 3:
-        return tl.where((nib >> 2) == 3, (pair >> 16) & 0xFFFF, 0)
-    else:
-        return tl.where((nib & 3) == p, pair & 0xFFFF, tl.where((nib >> 2) == p, (pair >> 16) & 0xFFFF, 0))
+    """The 16-bit pattern at position p of each group from its packed pair and nibble (0 if not kept)."""
+    return tl.where((nib & 3) == p, pair & 0xFFFF, tl.where((nib >> 2) == p, (pair >> 16) & 0xFFFF, 0))
 
 
 @triton.jit
@@ -96,15 +72,14 @@ def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexp
     pair = tl.load(a_vals + at)
     nib = _tokenwise_nibble(a_meta, t, G, H)
     w = tl.load(dy2_ptr + at)
-    i0 = nib & 3  # 0, 1 or 2
-    i1 = nib >> 2  # 1, 2 or 3
-    lo = w.to(tl.int32)  # dy2's positions 0, 1
-    hi = (w >> 32).to(tl.int32)  # positions 2, 3
-    # dy2 at the kept positions, as 16-bit patterns: converted after the choice (two values, not four)
-    g0 = tl.where(i0 == 0, lo, tl.where(i0 == 1, lo >> 16, hi)) & 0xFFFF
-    g1 = tl.where(i1 == 3, hi >> 16, tl.where(i1 == 2, hi, lo >> 16)) & 0xFFFF
-    d0 = _grad(from_bits16(g0, DTYPE), from_bits16(pair, DTYPE), DTYPE, RND)
-    d1 = _grad(from_bits16(g1, DTYPE), from_bits16(pair >> 16, DTYPE), DTYPE, RND)
+    i0 = nib & 3
+    i1 = nib >> 2
+    e0 = from_bits16(w.to(tl.int32), DTYPE)
+    e1 = from_bits16((w >> 16).to(tl.int32), DTYPE)
+    e2 = from_bits16((w >> 32).to(tl.int32), DTYPE)
+    e3 = from_bits16((w >> 48).to(tl.int32), DTYPE)
+    d0 = _grad(tl.where(i0 == 0, e0, tl.where(i0 == 1, e1, e2)), from_bits16(pair, DTYPE), DTYPE, RND)
+    d1 = _grad(tl.where(i1 == 3, e3, tl.where(i1 == 2, e2, e1)), from_bits16(pair >> 16, DTYPE), DTYPE, RND)
     dpair = bits16(d0, DTYPE) | (bits16(d1, DTYPE) << 16)
     tl.store(d1_vals + at, dpair)
     return pair, nib, dpair

@@ -63,9 +63,9 @@ def from_bits16(word, DTYPE: tl.constexpr):
 
 
 # relu(v)**2 of both 16-bit halves, with packed sm90 instructions: max.NaN keeps NaN (as torch.relu
-# does), the product of two 16-bit values is exact in fp32, so one rounding (mul.rn) equals the
-# reference's fp32 square then rounding (bf16 products below 2**-126 aside, where fp32 itself rounds);
-# the keys are the results with NaN (canonical, 0x7FFF) clamped to Inf
+# does); the product of two 16-bit values is exact in fp32 wherever it rounds to a non-zero 16-bit
+# value, so one rounding (mul.rn) gives the reference's fp32 square rounded (a GPU test checks every
+# 16-bit value); the keys are the results with NaN (canonical, 0x7FFF) clamped to Inf
 _RELU2_PAIR_ASM = """{
 .reg .b32 zero, clamp;
 mov.b32 zero, 0;
