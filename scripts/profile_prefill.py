@@ -1,6 +1,8 @@
 """Where a prefill's GPU time goes, dense against sparse FFNs: torch.profiler's CUDA kernels of one
 forward of the Nemotron-like model of `act24 bench prefill` at T tokens in each mode, grouped by
-kernel, with each mode's total and the per-layer FFN timings of the same calls outside the model.
+kernel, with each mode's prefill time and one FFN's alone, and the GPU's SM clock, power and
+temperature (nvidia-smi, sampled while each mode runs for a second). The modes run in the order
+dense, sparse, sparse, dense, so drift over time falls on both.
 Writes OUT/profile_prefill.json and prints the tables.
 
 Usage: PYTHONPATH=src python scripts/profile_prefill.py OUT [--tokens 16384]
@@ -10,6 +12,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import statistics
+import subprocess
+import threading
+import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -34,6 +40,39 @@ def kernel_times(fn, reps: int = 3) -> dict[str, float]:
     return dict(times.most_common())
 
 
+class GpuSampler:
+    """SM clock (MHz), power (W) and temperature (C) from nvidia-smi every ~0.1 s while in the `with`."""
+
+    QUERY = ["nvidia-smi", "--query-gpu=clocks.sm,power.draw,temperature.gpu", "--format=csv,noheader,nounits",
+             "-i", "0"]
+
+    def __enter__(self):
+        self.samples, self.running = [], True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while self.running:
+            try:
+                out = subprocess.run(self.QUERY, capture_output=True, text=True, timeout=5).stdout
+                self.samples.append([float(v) for v in out.strip().split(",")])
+            except (OSError, ValueError, subprocess.SubprocessError):
+                return
+            time.sleep(0.1)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {}
+        cols = list(zip(*self.samples))
+        return {"sm_clock_mhz": statistics.median(cols[0]), "power_w": statistics.median(cols[1]),
+                "temperature_c": max(cols[2]), "samples": len(self.samples)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -43,21 +82,26 @@ def main() -> None:
     ids = torch.randint(3, model.config.vocab_size, (1, args.tokens), device="cuda")
     mlp = ffn_modules(model)[0]
     x = torch.randn(1, args.tokens, model.config.hidden_size, device="cuda", dtype=torch.bfloat16)
-    result = {**header(), "tokens": args.tokens, "modes": {}}
+    result = {**header(), "tokens": args.tokens, "runs": []}
     with torch.inference_mode():
-        for mode in ("dense", "sparse"):
+        for mode in ("dense", "sparse", "sparse", "dense"):
             set_sparse(model, mode == "sparse")
             kernels = kernel_times(lambda: model(ids, use_cache=False, logits_to_keep=1))
-            result["modes"][mode] = {
-                "prefill_ms": median_ms(lambda: model(ids, use_cache=False, logits_to_keep=1)),
+            with GpuSampler() as gpu:
+                prefill_ms = median_ms(lambda: model(ids, use_cache=False, logits_to_keep=1), rep_ms=1000)
+            result["runs"].append({
+                "mode": mode,
+                "prefill_ms": prefill_ms,
+                **gpu.summary(),
                 "ffn_alone_ms": median_ms(lambda: mlp(x)),
                 "kernels_total_ms": sum(kernels.values()),
                 "kernels": kernels,
-            }
-    for mode, r in result["modes"].items():
-        print(f"== {mode}: prefill {r['prefill_ms']:.2f} ms, kernels {r['kernels_total_ms']:.2f} ms, "
-              f"one FFN alone {r['ffn_alone_ms']:.3f} ms")
-        for name, ms in list(r["kernels"].items())[:14]:
+            })
+    for r in result["runs"]:
+        print(f"== {r['mode']}: prefill {r['prefill_ms']:.2f} ms, kernels {r['kernels_total_ms']:.2f} ms, "
+              f"one FFN alone {r['ffn_alone_ms']:.3f} ms, SM clock {r.get('sm_clock_mhz')} MHz, "
+              f"power {r.get('power_w')} W, up to {r.get('temperature_c')} C")
+        for name, ms in list(r["kernels"].items())[:10]:
             print(f"  {ms:8.3f}  {name}")
     write_result(args.out, "profile_prefill", result)
 
