@@ -27,3 +27,18 @@ def test_host_issue_time_counts_the_calls_after_the_warm_up():
     calls = []
     ms = common.host_issue_ms(lambda: calls.append(1), calls=7, warmup=2)
     assert len(calls) == 9 and ms >= 0
+
+
+def test_alternating_medians_times_each_fn_in_both_places_after_one_warm_up(monkeypatch):
+    order = []
+    timings = {"a": iter([5.0, 1.0, 2.0, 9.0, 3.0, 4.0]), "b": iter([7.0, 7.0, 8.0, 8.0, 6.0, 6.0])}
+
+    def fake_median_ms(fn):
+        name = fn()
+        return next(timings[name])
+
+    monkeypatch.setattr(common, "median_ms", fake_median_ms)
+    medians = common.alternating_medians({"a": lambda: order.append("a") or "a",
+                                          "b": lambda: order.append("b") or "b"}, rounds=3)
+    assert order == ["a", "b"] + ["a", "b", "b", "a"] * 3  # warm-up, then A B B A rounds
+    assert medians == {"a": 3.5, "b": 7.0}

@@ -22,6 +22,26 @@ def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
+ROUNDS = 3  # of alternating timings (alternating_medians)
+
+
+def alternating_medians(fns: dict, rounds: int = ROUNDS) -> dict[str, float]:
+    """{name: median ms} of each fn, timed in rounds that run the fns in order and then in reverse
+    (A B C C B A ...), after one untimed call each (compiles, algorithm searches).
+
+    Timing one fn after the other favours the first: the H200 runs large GEMMs at its 700 W power
+    cap, where the SM clock settles ~8% below the clock a run starts with after a pause (a compile,
+    a decode), measured 1635 against 1515 MHz. Alternating puts every fn in both places."""
+    for fn in fns.values():
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    for _ in range(rounds):
+        for name in order + order[::-1]:
+            samples[name].append(median_ms(fns[name]))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
 def cuda_graph_replay(fn, warmup: int = 3):
     """fn captured in a CUDA graph after warm-up calls on a side stream (compiles, algorithm searches
     and caches happen there); returns the graph's replay. A replay skips the host work of every

@@ -13,7 +13,7 @@ import torch
 
 from .. import functional
 from ..reference import dense_ffn, squared_relu
-from .common import graph_timings, median_ms
+from .common import alternating_medians, graph_timings, median_ms
 
 TOKENS = (2048, 4096, 8192, 16384, 32768)
 SHAPES = ((2048, 8192), (4096, 16384), (8192, 32768))
@@ -55,9 +55,10 @@ def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
                 rel_err = ((y_sparse.float() - y_dense.float()).norm() / y_dense.float().norm()).item()
                 y1 = x @ w1.t()
                 act_sparsity = (y1 <= 0).float().mean().item()
-                eager = median_ms(lambda: dense_ffn(x, w1, w2))
-                comp = median_ms(lambda: compiled(x, w1, w2))
-                sparse = median_ms(lambda: functional.sparse_ffn_forward(x, w1, w2))
+                timed = alternating_medians({"eager": lambda: dense_ffn(x, w1, w2),
+                                             "compiled": lambda: compiled(x, w1, w2),
+                                             "sparse": lambda: functional.sparse_ffn_forward(x, w1, w2)})
+                eager, comp, sparse = timed["eager"], timed["compiled"], timed["sparse"]
                 # replayed from CUDA graphs: no host cost (what small shapes pay for)
                 graphs = graph_timings(lambda: compiled(x, w1, w2), lambda: functional.sparse_ffn_forward(x, w1, w2))
                 pack_ms, pack_gbps = _packer_row(y1)

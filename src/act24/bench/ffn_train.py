@@ -15,7 +15,7 @@ from ..gemm import cusparselt
 from ..kernels.backward_pack import backward_pack
 from ..kernels.sparsify_pack import sparsify_pack
 from ..kernels.transpose import transpose
-from .common import graph_timings, median_ms
+from .common import alternating_medians, graph_timings, median_ms
 from .ffn_forward import SHAPES, TOKENS, compiled_baseline_and_operands
 
 DENSE_FRACTION = 0.05
@@ -106,11 +106,8 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
                 return fast_forward.sparse_train_forward(a, b, c, PERM_SEED, num_dense)[0]
 
             forwards = {"dense_eager": ref.dense_ffn, "dense_compiled": compiled, "sparse": act24_ffn}
-            times, steps = {}, {}
-            for name, fn in forwards.items():
-                steps[name] = _train_step(fn, xs, w1s, w2s, dy)
-                steps[name]()  # compile, algorithm search
-                times[name] = median_ms(steps[name])
+            steps = {name: _train_step(fn, xs, w1s, w2s, dy) for name, fn in forwards.items()}
+            times = alternating_medians(steps)
             # the same steps replayed from CUDA graphs: no host cost (what small shapes pay for)
             graphs = graph_timings(steps["dense_compiled"], steps["sparse"])
             saved = {name: saved_activation_bytes(lambda: fn(xs, w1s, w2s), (w1s, w2s)) for name, fn in forwards.items()}

@@ -19,7 +19,7 @@ import torch
 import act24
 from act24.ffn import dispatch, ffn_modules, set_sparse
 
-from .common import median_ms
+from .common import ROUNDS, alternating_medians
 
 TOKENS = (2048, 4096, 8192, 16384, 32768)
 # 0.97B parameters: d=4096, hidden 16384 (Nemotron's 4x, Squared ReLU, not gated)
@@ -30,7 +30,6 @@ CONFIGS = {
                  num_key_value_heads=4, vocab_size=128, max_position_embeddings=512),
 }
 NEW_TOKENS = 33  # greedy continuation compared in the agreement check
-PREFILL_ROUNDS = 3  # of dense, sparse, sparse, dense prefill timings
 DECODE_STEPS, DECODE_WARMUP = 64, 8  # decode tokens timed per mode, after untimed ones
 COLUMNS = [("T", "T", "d"), ("dense_ms", "dense ms", ".2f"), ("sparse_ms", "sparse ms", ".2f"),
            ("speedup", "speedup", ".3f"), ("decode_dense_tok_s", "decode dense tok/s", ".1f"),
@@ -64,17 +63,15 @@ def mlp_stats(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:
     return (sum(s.activation_sparsity for s in stats) / len(stats), sum(s.dropped_fraction for s in stats) / len(stats))
 
 
-def prefill_ms(model, ids, rounds: int = PREFILL_ROUNDS) -> dict[str, float]:
-    """Median prefill time of each mode, timed in the order dense, sparse, sparse, dense, `rounds` times.
+def prefill_ms(model, ids, rounds: int = ROUNDS) -> dict[str, float]:
+    """Median prefill time of each mode, the modes alternated (see alternating_medians)."""
+    def prefill(sparse: bool):
+        def run():
+            set_sparse(model, sparse)
+            return model(ids, use_cache=False, logits_to_keep=1)
+        return run
 
-    One mode after the other would favour the first: on the H200 a prefill runs at the 700 W power
-    cap, where the SM clock settles ~8% below the clock it starts a run with after a pause (decode,
-    or building the next prompt) — measured 1635 against 1515 MHz (scripts/profile_prefill.py)."""
-    samples: dict[str, list[float]] = {"dense": [], "sparse": []}
-    for mode in ("dense", "sparse", "sparse", "dense") * rounds:
-        set_sparse(model, mode == "sparse")
-        samples[mode].append(median_ms(lambda: model(ids, use_cache=False, logits_to_keep=1)))
-    return {mode: statistics.median(v) for mode, v in samples.items()}
+    return alternating_medians({"dense": prefill(False), "sparse": prefill(True)}, rounds)
 
 
 class _AlternatingModes:
@@ -144,7 +141,7 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
     with torch.inference_mode():
         for T in tokens:
             ids = torch.randint(3, vocab, (1, T), generator=g).to(dev)
-            timed = prefill_ms(model, ids, rounds=PREFILL_ROUNDS if dev.type == "cuda" else 1)
+            timed = prefill_ms(model, ids, rounds=ROUNDS if dev.type == "cuda" else 1)
             row = {"T": T, "dense_ms": timed["dense"], "sparse_ms": timed["sparse"]}
             decode = decode_tokens_per_s(model, ids, steps=DECODE_STEPS if dev.type == "cuda" else 4)
             row["decode_dense_tok_s"], row["decode_sparse_tok_s"] = decode["dense"], decode["sparse"]
@@ -166,7 +163,7 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
         "attention": getattr(model.config, "_attn_implementation", None),
         "dtype": str(dtype).removeprefix("torch."),
         "converted_mlps": len(report.converted),
-        "prefill_timing": f"median of {PREFILL_ROUNDS} rounds of dense, sparse, sparse, dense (each a do_bench median)",
+        "prefill_timing": f"median of {ROUNDS} rounds of dense, sparse, sparse, dense (each a do_bench median)",
         "agreement": check,
     }
     return rows, meta
