@@ -1,11 +1,12 @@
 """One packer against another version of itself, in one process: identical outputs at every launch,
-then timings alternating between the two (five repeats each, medians), at the target shape
+then timings alternating between the two (bench.common.alternating_medians), at the target shape
 (T=16384, d=4096, H=16384, bf16, realistic input ~90% zeros; the forward packer also on random
 input). Writes OUT/<kernel>_ab.json.
 
 The baseline is a copy of the kernel's file from another revision, e.g.
   git show REV:src/act24/kernels/backward_pack.py > /tmp/baseline.py
-It is loaded as a module of act24.kernels, so its relative imports resolve here.
+It is loaded as a module of act24.kernels, so its relative imports resolve here: helpers it imports
+(kernels/top2.py, ...) are this tree's, so a baseline whose helpers changed too is measured mixed.
 
 Usage: PYTHONPATH=src python scripts/ab_packer.py {sparsify_pack,backward_pack} OUT BASELINE_FILE [LABEL]
 """
@@ -13,17 +14,15 @@ Usage: PYTHONPATH=src python scripts/ab_packer.py {sparsify_pack,backward_pack} 
 import dataclasses
 import importlib
 import importlib.util
-import statistics
 import sys
 
 import torch
 
 from act24 import reference as ref
 from act24.bench import ffn_train
-from act24.bench.common import header, median_ms, write_result
+from act24.bench.common import ROUNDS, alternating_medians, header, write_result
 from act24.bench.ffn_forward import realistic_operands
 
-REPEATS = 5
 T, d, H = 16384, 4096, 16384
 FORWARD_LAUNCHES = [dict(blocks_per_program=b, cols_per_program=c, num_warps=w)
                     for b, c, w in [(2, 2, 8), (4, 2, 8), (8, 2, 8), (16, 2, 8), (32, 2, 8), (4, 1, 4), (8, 1, 4),
@@ -74,17 +73,15 @@ def main() -> None:
         a = as_bytes(baseline(**inputs, **launch))
         b = as_bytes(current(**inputs, **launch))
         same = len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
-        times = {"baseline": [], "current": []}
-        for _ in range(REPEATS):  # alternating, so clock and thermal drift fall on both
-            times["baseline"].append(median_ms(lambda: baseline(**inputs, **launch)))
-            times["current"].append(median_ms(lambda: current(**inputs, **launch)))
-        row = {**case, **launch, "identical": same, **{f"{k}_ms": statistics.median(v) for k, v in times.items()}}
-        row.update({f"{k}_GBps": moved / row[f"{k}_ms"] / 1e6 for k in times})
+        times = alternating_medians({"baseline": lambda: baseline(**inputs, **launch),
+                                     "current": lambda: current(**inputs, **launch)})
+        row = {**case, **launch, "identical": same, **{f"{k}_ms": ms for k, ms in times.items()}}
+        row.update({f"{k}_GBps": moved / ms / 1e6 for k, ms in times.items()})
         row["ratio"] = row["baseline_ms"] / row["current_ms"]
         rows.append(row)
         print(row, flush=True)
     write_result(out, f"{kernel}_ab", {**header(), "shape": {"T": T, "d": d, "H": H}, "label": label,
-                                        "baseline": baseline_file, "repeats": REPEATS, "rows": rows})
+                                        "baseline": baseline_file, "rounds": ROUNDS, "rows": rows})
 
 
 if __name__ == "__main__":

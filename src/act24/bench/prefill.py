@@ -138,10 +138,11 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
     vocab = model.config.vocab_size
     g = torch.Generator(device="cpu").manual_seed(0)
     rows = []
+    rounds = ROUNDS if dev.type == "cuda" else 1
     with torch.inference_mode():
         for T in tokens:
             ids = torch.randint(3, vocab, (1, T), generator=g).to(dev)
-            timed = prefill_ms(model, ids, rounds=ROUNDS if dev.type == "cuda" else 1)
+            timed = prefill_ms(model, ids, rounds=rounds)
             row = {"T": T, "dense_ms": timed["dense"], "sparse_ms": timed["sparse"]}
             decode = decode_tokens_per_s(model, ids, steps=DECODE_STEPS if dev.type == "cuda" else 4)
             row["decode_dense_tok_s"], row["decode_sparse_tok_s"] = decode["dense"], decode["sparse"]
@@ -163,7 +164,7 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
         "attention": getattr(model.config, "_attn_implementation", None),
         "dtype": str(dtype).removeprefix("torch."),
         "converted_mlps": len(report.converted),
-        "prefill_timing": f"median of {ROUNDS} rounds of dense, sparse, sparse, dense (each a do_bench median)",
+        "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)",
         "agreement": check,
     }
     return rows, meta

@@ -30,7 +30,7 @@ MAX_BLOCKS_PER_PROGRAM = 127  # each 8-bit counter field takes 2 adds per block
 
 
 @triton.jit
-def _squared(word, shift: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
+def _squared(word, shift: tl.constexpr, DTYPE: tl.constexpr):
     """relu(v)**2 rounded to DTYPE, as its 16-bit pattern, for the value v in bits [shift, shift + 16) of int32 `word`."""
     if DTYPE == tl.bfloat16 and shift == 0:  # a bf16 pattern is the top half of its fp32
         y = (word << 16).to(tl.float32, bitcast=True)
@@ -39,7 +39,7 @@ def _squared(word, shift: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: t
     else:
         y = (word >> shift).to(tl.int16).to(DTYPE, bitcast=True).to(tl.float32)
     r = tl.where(y < 0, 0.0, y)  # keeps NaN, like torch.relu
-    return rounded_bits16(r * r, DTYPE, INTEGER_ROUNDING)
+    return rounded_bits16(r * r, DTYPE, True)  # integer rounding: the interpreter's casts truncate
 
 
 @triton.jit
@@ -78,16 +78,16 @@ def _load_block(y1_ptr, row_words, rows, groups0, groups1, live):
 
 @triton.jit
 def _pack_subtile(word, vals_ptr, K, rows, groups, live, kept_acc, nnz_acc,
-                  COUNT: tl.constexpr, DTYPE: tl.constexpr, INTEGER_ROUNDING: tl.constexpr):
+                  COUNT: tl.constexpr, DTYPE: tl.constexpr, INTERPRETED: tl.constexpr):
     """Selects in a loaded sub-tile and stores its kept pairs; returns the metadata nibbles and the
     counters with this sub-tile's flags added (unchanged without COUNT)."""
     lo = word.to(tl.int32)  # positions 0, 1
     hi = (word >> 32).to(tl.int32)  # positions 2, 3
-    if INTEGER_ROUNDING:  # the interpreter: value by value
-        b0 = _squared(lo, 0, DTYPE, INTEGER_ROUNDING)
-        b1 = _squared(lo, 16, DTYPE, INTEGER_ROUNDING)
-        b2 = _squared(hi, 0, DTYPE, INTEGER_ROUNDING)
-        b3 = _squared(hi, 16, DTYPE, INTEGER_ROUNDING)
+    if INTERPRETED:  # Triton's interpreter runs no PTX: value by value
+        b0 = _squared(lo, 0, DTYPE)
+        b1 = _squared(lo, 16, DTYPE)
+        b2 = _squared(hi, 0, DTYPE)
+        b3 = _squared(hi, 16, DTYPE)
         # relu² is >= 0 (or NaN): the keys are the bit patterns, NaN clamped to Inf
         k0 = magnitude_key16(b0, DTYPE)
         k1 = magnitude_key16(b1, DTYPE)
@@ -110,7 +110,7 @@ def _pack_subtile(word, vals_ptr, K, rows, groups, live, kept_acc, nnz_acc,
 @triton.jit
 def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_words, M, K,
                           BLOCKS: tl.constexpr, CB: tl.constexpr, COUNT: tl.constexpr, DTYPE: tl.constexpr,
-                          INTEGER_ROUNDING: tl.constexpr):
+                          INTERPRETED: tl.constexpr):
     """A column strip of 32*CB columns over up to BLOCKS row blocks of 64.
 
     Sub-tile (h, j) of a block holds rows 16s + 8h + i (tile row 8s + i) and groups 8c + 4j + q
@@ -145,13 +145,13 @@ def _sparsify_pack_kernel(y1_ptr, vals_ptr, meta_ptr, kept_ptr, nnz_ptr, row_wor
         live_next = (row0 + 64 < M) & (blk + 1 < BLOCKS)
         x00, x10, x01, x11 = _load_block(y1_ptr, row_words, following, groups0, groups1, live_next)
         n00, kept0, nnz0 = _pack_subtile(w00, vals_ptr, K, rows0, groups0, live, kept0, nnz0,
-                                         COUNT, DTYPE, INTEGER_ROUNDING)
+                                         COUNT, DTYPE, INTERPRETED)
         n10, kept0, nnz0 = _pack_subtile(w10, vals_ptr, K, rows0 + 8, groups0, live, kept0, nnz0,
-                                         COUNT, DTYPE, INTEGER_ROUNDING)
+                                         COUNT, DTYPE, INTERPRETED)
         n01, kept1, nnz1 = _pack_subtile(w01, vals_ptr, K, rows0, groups1, live, kept1, nnz1,
-                                         COUNT, DTYPE, INTEGER_ROUNDING)
+                                         COUNT, DTYPE, INTERPRETED)
         n11, kept1, nnz1 = _pack_subtile(w11, vals_ptr, K, rows0 + 8, groups1, live, kept1, nnz1,
-                                         COUNT, DTYPE, INTEGER_ROUNDING)
+                                         COUNT, DTYPE, INTERPRETED)
         words = n00 | (n10 << 4) | (n01 << 8) | (n11 << 12)  # nibble 2j + h
         block = (row0 // 64).to(tl.int64) * (K // 32) + strip * CB
         tl.store(meta_ptr + block * 128 + word_in_strip, words.to(tl.int16), mask=live)
@@ -184,6 +184,10 @@ def check_sparsify_input(y1: torch.Tensor) -> None:
     check_multiple("y1", y1.shape[1], 2 * COL_BLOCK, "the column (hidden) count")
     if y1.stride(1) != 1 or y1.stride(0) % 4:
         raise ValueError(f"y1 must have unit stride along its last dimension and a row stride that is a multiple of 4, got strides {y1.stride()}")
+    if y1.is_cuda and torch.cuda.get_device_capability(y1.device)[0] != 9:
+        raise RuntimeError(f"sparsify_pack writes cuSPARSELt's sm90 layout with sm90 instructions: it needs a Hopper "
+                           f"GPU (compute capability 9.x), got {torch.cuda.get_device_name(y1.device)} "
+                           f"({'.'.join(map(str, torch.cuda.get_device_capability(y1.device)))})")
 
 
 def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: int | None = None,
@@ -208,16 +212,19 @@ def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: i
     while K % (COL_BLOCK * cols_per_program):
         cols_per_program //= 2
     packed = torch.empty(M, K * 9 // 16, dtype=y1.dtype, device=y1.device)
-    # two buffers, not views of one: the custom ops return both, and their outputs may not alias
-    kept, nonzeros = (torch.zeros(K if count else 0, dtype=torch.int32, device=y1.device) for _ in range(2))
+    values, metadata = packed_regions(packed, M, K)
+    if count:  # two buffers, not views of one: the custom ops return both, and their outputs may not alias
+        kept, nonzeros = (torch.zeros(K, dtype=torch.int32, device=y1.device) for _ in range(2))
+    else:
+        kept = nonzeros = values  # never touched: the kernel compiles the counting out
     # a group of 4 values is one int64: each thread selects whole groups, nothing is shuffled
     y1_groups = y1.view(torch.int64)
     grid = (triton.cdiv(M, ROW_BLOCK * blocks_per_program) * (K // (COL_BLOCK * cols_per_program)),)
     _sparsify_pack_kernel[grid](
-        y1_groups, *packed_regions(packed, M, K), kept, nonzeros,
+        y1_groups, values, metadata, kept, nonzeros,
         y1_groups.stride(0), M, K,
         BLOCKS=blocks_per_program, CB=cols_per_program, COUNT=count, DTYPE=TL_DTYPE[y1.dtype],
-        INTEGER_ROUNDING=INTERPRETED,
+        INTERPRETED=INTERPRETED,
         num_warps=num_warps,
     )
     return PackedActivation(packed, kept, nonzeros) if count else PackedActivation(packed, None, None)
