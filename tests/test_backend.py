@@ -78,12 +78,17 @@ def test_threshold_zero_keeps_2_4_where_the_kernels_cannot_run(monkeypatch):
     monkeypatch.setattr("act24.ffn.backend.backend_for", lambda device, dtype=torch.bfloat16: fast)
     monkeypatch.setattr(B, "_warned", set())
     torch.manual_seed(0)
-    ffn = act24.SquaredReLUFFN(20, 64, sparse=True, perm_seed=1)  # d=20: not a multiple of 16
+    ffn = act24.SquaredReLUFFN(20, 64, sparse=True, perm_seed=1).eval()  # d=20: not a multiple of 16
     x = torch.randn(8, 20)
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="d=20 is not a multiple of 16"):
         dense = ffn(x)
     torch.testing.assert_close(dense, torch.relu(x @ ffn.w1.t()) ** 2 @ ffn.w2.t())
-    with torch.no_grad(), dispatch.sparse_threshold_override(0):
-        y = ffn(x)
     perm = ffn.token_permutation(8, x.device)
-    assert torch.equal(y, act24.reference.sparse_ffn(x, ffn.w1, ffn.w2, perm, ffn.num_dense_features)[0])
+    recipe = act24.reference.sparse_ffn(x, ffn.w1, ffn.w2, perm, ffn.num_dense_features)[0]
+    with torch.no_grad(), dispatch.sparse_threshold_override(0):
+        assert torch.equal(ffn(x), recipe)
+    # in train mode the forward without autograd is the recipe too (reentrant activation checkpointing
+    # runs it so, then recomputes with autograd): no fallback
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(ffn.train()(x), recipe)

@@ -172,3 +172,22 @@ def test_compiled_trainer_runs_the_fast_kernels_through_the_switch_to_2_4(text_d
     model = ModelConfig(d_model=64, n_layers=9, n_heads=2, seq_len=64, hidden=256)
     summary = Trainer(model, cfg, load_corpus(text_dir), tmp_path / "c", torch.device("cuda"), progress=False).run()
     assert summary["step"] == 6 and summary["sparse"] is True and summary["val_loss"] == summary["val_loss"]
+
+
+def test_reentrant_checkpointing_below_the_dispatch_threshold_matches_plain_training():
+    # reentrant checkpointing runs the first forward without autograd, where inference would take the
+    # dense FFN at this size (T*d*H far below the threshold); in train mode it must be the 2:4 recipe
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(256, 1024, sparse=True, perm_seed=3, device="cuda", dtype=BF16)
+    assert not dispatch.use_sparse(512, 256, 1024)
+    x = torch.randn(512, 256, device="cuda", dtype=BF16, requires_grad=True)
+    dy = torch.randn(512, 256, device="cuda", dtype=BF16)
+    results = []
+    for checkpointed in (False, True):
+        for t in (x, ffn.w1, ffn.w2):
+            t.grad = None
+        y = torch.utils.checkpoint.checkpoint(ffn, x, use_reentrant=True) if checkpointed else ffn(x)
+        y.backward(dy)
+        results.append([y.detach(), x.grad, ffn.w1.grad, ffn.w2.grad])
+    for plain, checkpointed in zip(*results):
+        assert rel_err(checkpointed, plain) < 1e-3
