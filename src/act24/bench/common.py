@@ -58,7 +58,7 @@ def cuda_graph_replay(fn, warmup: int = 3):
     return graph.replay
 
 
-def graph_timings(dense_compiled, sparse) -> dict:
+def graph_timings(dense_compiled, sparse, rounds: int = ROUNDS) -> dict:
     """dense_compiled_graph_ms, sparse_graph_ms: medians of each fn's CUDA-graph replay (alternated, see
     alternating_medians), and their ratio speedup_graph; a capture that fails is reported as
     name_graph_error (after the other timings of a row, so nothing else is lost)."""
@@ -68,7 +68,7 @@ def graph_timings(dense_compiled, sparse) -> dict:
             replays[name] = cuda_graph_replay(fn)
         except Exception as e:  # report what did not capture instead of losing the row
             out[f"{name}_graph_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-    out.update({f"{name}_graph_ms": ms for name, ms in alternating_medians(replays).items()})
+    out.update({f"{name}_graph_ms": ms for name, ms in alternating_medians(replays, rounds).items()})
     if "dense_compiled_graph_ms" in out and "sparse_graph_ms" in out:
         out["speedup_graph"] = out["dense_compiled_graph_ms"] / out["sparse_graph_ms"]
     return out

@@ -13,7 +13,7 @@ import torch
 
 from .. import functional
 from ..reference import dense_ffn, squared_relu
-from .common import alternating_medians, graph_timings, median_ms
+from .common import ROUNDS, alternating_medians, graph_timings, median_ms
 
 TOKENS = (2048, 4096, 8192, 16384, 32768)
 SHAPES = ((2048, 8192), (4096, 16384), (8192, 32768))
@@ -44,7 +44,7 @@ def compiled_baseline_and_operands(T: int, d: int, hidden: int):
     return torch.compile(dense_ffn, dynamic=False), *realistic_operands(T, d, hidden)
 
 
-def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
+def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUNDS) -> list[dict]:
     rows = []
     for d, hidden in shapes:
         for T in tokens:
@@ -57,10 +57,11 @@ def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
                 act_sparsity = (y1 <= 0).float().mean().item()
                 timed = alternating_medians({"eager": lambda: dense_ffn(x, w1, w2),
                                              "compiled": lambda: compiled(x, w1, w2),
-                                             "sparse": lambda: functional.sparse_ffn_forward(x, w1, w2)})
+                                             "sparse": lambda: functional.sparse_ffn_forward(x, w1, w2)}, rounds)
                 eager, comp, sparse = timed["eager"], timed["compiled"], timed["sparse"]
                 # replayed from CUDA graphs: no host cost (what small shapes pay for)
-                graphs = graph_timings(lambda: compiled(x, w1, w2), lambda: functional.sparse_ffn_forward(x, w1, w2))
+                graphs = graph_timings(lambda: compiled(x, w1, w2), lambda: functional.sparse_ffn_forward(x, w1, w2),
+                                       rounds)
                 pack_ms, pack_gbps = _packer_row(y1)
                 rand_ms, rand_gbps = _packer_row(torch.randn_like(y1))
                 counting_ms, _ = _packer_row(y1, count=True)

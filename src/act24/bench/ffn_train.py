@@ -15,7 +15,7 @@ from ..gemm import cusparselt
 from ..kernels.backward_pack import backward_pack
 from ..kernels.sparsify_pack import sparsify_pack
 from ..kernels.transpose import transpose
-from .common import alternating_medians, graph_timings, median_ms
+from .common import ROUNDS, alternating_medians, graph_timings, median_ms
 from .ffn_forward import SHAPES, TOKENS, compiled_baseline_and_operands
 
 DENSE_FRACTION = 0.05
@@ -93,7 +93,7 @@ def _parts(x, w1, w2, dy, num_dense) -> dict:
     return {**parts, **dense_parts}
 
 
-def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
+def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUNDS) -> list[dict]:
     rows = []
     for d, hidden in shapes:
         for T in tokens:
@@ -107,9 +107,9 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None) -> list[dict]:
 
             forwards = {"dense_eager": ref.dense_ffn, "dense_compiled": compiled, "sparse": act24_ffn}
             steps = {name: _train_step(fn, xs, w1s, w2s, dy) for name, fn in forwards.items()}
-            times = alternating_medians(steps)
+            times = alternating_medians(steps, rounds)
             # the same steps replayed from CUDA graphs: no host cost (what small shapes pay for)
-            graphs = graph_timings(steps["dense_compiled"], steps["sparse"])
+            graphs = graph_timings(steps["dense_compiled"], steps["sparse"], rounds)
             saved = {name: saved_activation_bytes(lambda: fn(xs, w1s, w2s), (w1s, w2s)) for name, fn in forwards.items()}
             row = {
                 "T": T, "d": d, "H": hidden,

@@ -131,14 +131,14 @@ def agreement(model, ids) -> dict:
     }
 
 
-def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progress=None):
+def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progress=None, rounds: int | None = None):
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     model, report = build_model(config, dev, dtype)
     vocab = model.config.vocab_size
     g = torch.Generator(device="cpu").manual_seed(0)
     rows = []
-    rounds = ROUNDS if dev.type == "cuda" else 1
+    rounds = rounds or (ROUNDS if dev.type == "cuda" else 1)
     with torch.inference_mode():
         for T in tokens:
             ids = torch.randint(3, vocab, (1, T), generator=g).to(dev)

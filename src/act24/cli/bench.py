@@ -30,7 +30,7 @@ def run(args) -> int:
         common.write_result(args.out, topic, {**header, "rows": done, "complete": False})
         print(f"T={row['T']} d={row['d']} H={row['H']}: {row['speedup_vs_compiled']:.3f}x vs compiled", flush=True)
 
-    rows = bench(tokens, shapes, progress=progress)
+    rows = bench(tokens, shapes, progress=progress, rounds=args.rounds or common.ROUNDS)
     path = common.write_result(args.out, topic, {**header, "rows": rows})
     common.print_table(rows, ffn_train.COLUMNS if args.backward else ffn_forward.COLUMNS)
     print(f"wrote {path}")
@@ -48,7 +48,7 @@ def run_prefill(args) -> int:
     try:
         rows, meta = prefill.prefill_rows(config, tokens, device, progress=lambda r: print(
             f"T={r['T']}: prefill {r['speedup']:.3f}x, decode {r['decode_sparse_tok_s']:.1f} vs "
-            f"{r['decode_dense_tok_s']:.1f} tok/s", flush=True))
+            f"{r['decode_dense_tok_s']:.1f} tok/s", flush=True), rounds=args.rounds)
     except RuntimeError as e:
         print(f"act24 bench prefill: {e}", file=sys.stderr)
         return 2
@@ -57,6 +57,15 @@ def run_prefill(args) -> int:
     print(f"agreement on a {meta['agreement']['prompt_tokens']}-token prompt: {meta['agreement']}")
     print(f"wrote {path}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_parser(sub) -> None:
@@ -68,4 +77,6 @@ def add_parser(sub) -> None:
     p.add_argument("--shape", type=int, nargs=2, action="append", metavar=("D", "H"), help="model dim and hidden size")
     p.add_argument("--config", choices=["1b", "tiny"], help="prefill model (default: 1b on a GPU, tiny on CPU)")
     p.add_argument("--out", default="results", help="folder for the JSON results (default: results)")
+    p.add_argument("--rounds", type=_positive_int, default=None,
+                   help="rounds of alternated timings (A B ... B A) per row (default: 3; 1 for prefill on a CPU)")
     p.set_defaults(run=run)
