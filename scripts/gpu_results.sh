@@ -8,8 +8,9 @@
 # (Loss parity takes longer: scripts/loss_parity.py.)
 # Usage: ACT24_COMMIT=<sha> scripts/gpu_results.sh OUTDIR {ffn|models}
 set -uo pipefail
-out=${1:?usage: $0 OUTDIR {ffn|models}}
-part=${2:?usage: $0 OUTDIR {ffn|models}}
+usage="usage: $0 OUTDIR {ffn|models}"
+out=${1:?$usage}
+part=${2:?$usage}
 mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 case "$part" in
@@ -17,23 +18,23 @@ case "$part" in
     (
       export CUDA_VISIBLE_DEVICES=1
       log="$out/gpu1.log"
-      timeout 190 python3 -m act24 bench ffn --backward --rounds 2 --shape 4096 16384 --out "$out/train_4096" > "$log" 2>&1
-      timeout 130 python3 -m act24 bench ffn --backward --rounds 2 --shape 2048 8192 --out "$out/train_2048" >> "$log" 2>&1
-      timeout 250 python3 -m act24 bench ffn --backward --rounds 2 --shape 8192 32768 --out "$out/train_8192" >> "$log" 2>&1
+      timeout -k 10 190 python3 -m act24 bench ffn --backward --rounds 2 --shape 4096 16384 --out "$out/train_4096" > "$log" 2>&1
+      timeout -k 10 130 python3 -m act24 bench ffn --backward --rounds 2 --shape 2048 8192 --out "$out/train_2048" >> "$log" 2>&1
+      timeout -k 10 250 python3 -m act24 bench ffn --backward --rounds 2 --shape 8192 32768 --out "$out/train_8192" >> "$log" 2>&1
     ) &
     export CUDA_VISIBLE_DEVICES=0
     log="$out/gpu0.log"
-    timeout 200 python3 -m pytest -m gpu tests -q -x -p no:cacheprovider > "$log" 2>&1
+    timeout -k 10 200 python3 -m pytest -m gpu tests -q -x -p no:cacheprovider > "$log" 2>&1
     tail -n 3 "$log"
-    timeout 360 python3 -m act24 bench ffn --rounds 2 --out "$out" >> "$log" 2>&1
+    timeout -k 10 360 python3 -m act24 bench ffn --rounds 2 --out "$out" >> "$log" 2>&1
     wait
     tail -n 20 "$log" "$out/gpu1.log"
     ;;
   models)
     log="$out/models.log"
-    CUDA_VISIBLE_DEVICES=1 timeout 200 python3 scripts/train_throughput.py "$out" > "$log" 2>&1
-    CUDA_VISIBLE_DEVICES=0 timeout 300 python3 -m act24 bench prefill --rounds 2 --out "$out" >> "$log" 2>&1
+    CUDA_VISIBLE_DEVICES=1 timeout -k 10 200 python3 scripts/train_throughput.py "$out" > "$log" 2>&1
+    CUDA_VISIBLE_DEVICES=0 timeout -k 10 300 python3 -m act24 bench prefill --rounds 2 --out "$out" >> "$log" 2>&1
     tail -n 20 "$log"
     ;;
-  *) echo "usage: $0 OUTDIR {ffn|models}" >&2; exit 2 ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac

@@ -92,3 +92,27 @@ def test_threshold_zero_keeps_2_4_where_the_kernels_cannot_run(monkeypatch):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(ffn.train()(x), recipe)
+
+
+@pytest.mark.parametrize("case", ["autocast", "frozen weights"])
+def test_reentrant_checkpointing_recomputes_the_function_it_ran_first(monkeypatch, case):
+    # a supported GPU (faked) with a shape the kernels reject: inference would fall back to dense,
+    # so a first forward that took the inference dispatch would differ from its 2:4 recomputation
+    fast = B.Backend("cusparselt", "test")
+    monkeypatch.setattr("act24.ffn.backend.backend_for", lambda device, dtype=torch.bfloat16: fast)
+    monkeypatch.setattr(B, "_warned", set())
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(20, 64, sparse=True, perm_seed=1)  # train mode, fp32 weights
+    if case == "frozen weights":
+        ffn.requires_grad_(False)
+    x = torch.randn(8, 20, requires_grad=True)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast")
+    with autocast:
+        plain = ffn(x)
+        checkpointed = torch.utils.checkpoint.checkpoint(ffn, x, use_reentrant=True)
+    assert torch.equal(checkpointed, plain)
+    checkpointed.sum().backward()
+    grad_checkpointed = x.grad
+    x.grad = None
+    plain.sum().backward()
+    assert torch.equal(grad_checkpointed, x.grad)

@@ -47,7 +47,9 @@ def test_forward_relu2_rounds_like_the_reference_for_every_value(dtype):
     M, K = y1.shape
     got, got_idx = _dense(sparsify_pack(y1).packed, M, K)
     want, want_idx = _dense(torch._cslt_compress(ref.masked_activation(ref.squared_relu(y1))), M, K)
-    assert torch.equal(got_idx, want_idx), "metadata differs from torch._cslt_compress"
+    wrong = (got_idx != want_idx).reshape(M, K // 4, 2).any(-1).reshape(-1)  # per group
+    groups = y1.cpu().reshape(-1, 4)
+    assert not wrong.any(), f"metadata differs from torch._cslt_compress in {int(wrong.sum())} groups, e.g. {groups[wrong][:4].tolist()}"
     _assert_same_bits(got, want, y1.cpu())
 
 

@@ -23,14 +23,15 @@ def run(args) -> int:
         print("act24 bench needs a CUDA GPU (this machine has none)", file=sys.stderr)
         return 2
     bench, topic = (ffn_train.train_rows, "ffn_train") if args.backward else (ffn_forward.forward_rows, "ffn_forward")
-    header, done = common.header(), []
+    rounds = args.rounds or common.ROUNDS
+    header, done = {**common.header(), "rounds": rounds}, []
 
     def progress(row):
         done.append(row)  # written after every row: a run cut short keeps what it measured
         common.write_result(args.out, topic, {**header, "rows": done, "complete": False})
         print(f"T={row['T']} d={row['d']} H={row['H']}: {row['speedup_vs_compiled']:.3f}x vs compiled", flush=True)
 
-    rows = bench(tokens, shapes, progress=progress, rounds=args.rounds or common.ROUNDS)
+    rows = bench(tokens, shapes, progress=progress, rounds=rounds)
     path = common.write_result(args.out, topic, {**header, "rows": rows})
     common.print_table(rows, ffn_train.COLUMNS if args.backward else ffn_forward.COLUMNS)
     print(f"wrote {path}")
@@ -45,14 +46,20 @@ def run_prefill(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = args.config or ("1b" if device == "cuda" else "tiny")
     tokens = tuple(args.tokens) if args.tokens else (prefill.TOKENS if config == "1b" else (64, 128))
+    header, done = common.header(), []
+
+    def progress(row):
+        done.append(row)  # written after every row: a run cut short keeps what it measured
+        common.write_result(args.out, "prefill", {**header, "rows": done, "complete": False})
+        print(f"T={row['T']}: prefill {row['speedup']:.3f}x, decode {row['decode_sparse_tok_s']:.1f} vs "
+              f"{row['decode_dense_tok_s']:.1f} tok/s", flush=True)
+
     try:
-        rows, meta = prefill.prefill_rows(config, tokens, device, progress=lambda r: print(
-            f"T={r['T']}: prefill {r['speedup']:.3f}x, decode {r['decode_sparse_tok_s']:.1f} vs "
-            f"{r['decode_dense_tok_s']:.1f} tok/s", flush=True), rounds=args.rounds)
+        rows, meta = prefill.prefill_rows(config, tokens, device, progress=progress, rounds=args.rounds)
     except RuntimeError as e:
         print(f"act24 bench prefill: {e}", file=sys.stderr)
         return 2
-    path = common.write_result(args.out, "prefill", {**common.header(), **meta, "rows": rows})
+    path = common.write_result(args.out, "prefill", {**header, **meta, "rows": rows})
     common.print_table(rows, prefill.COLUMNS)
     print(f"agreement on a {meta['agreement']['prompt_tokens']}-token prompt: {meta['agreement']}")
     print(f"wrote {path}")

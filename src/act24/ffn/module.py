@@ -32,8 +32,8 @@ class SquaredReLUFFNBase(nn.Module):
     """The 2:4 machinery of act24's FFN modules; a subclass says where its weights live.
 
     y = relu(x @ w1.T + b1)**2 @ w2.T + b2, with 2:4 activation sparsity when `sparse` is True.
-    In train mode (with trainable weights) the sparse FFN is the 2:4 recipe at every size; in eval
-    mode, or with frozen weights, a GPU runs small calls (decode) densely, where that is faster.
+    In train mode the sparse FFN is the 2:4 recipe at every size, with or without autograd; in eval
+    mode a GPU runs small calls (decode) densely, where that is faster: call .eval() for inference.
     sparse:         run the 2:4 recipe (turn on after the dense warm-up).
     dense_fraction: share of the densest features kept dense in the weight gradients.
     perm_seed:      seed of the fixed token grouping used by the weight gradients;
@@ -139,7 +139,8 @@ class SquaredReLUFFNBase(nn.Module):
         training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w1, w2, b1, b2))
         # in train mode the 2:4 recipe runs at every size with or without autograd: reentrant activation
         # checkpointing runs the first forward under no_grad, and the recomputation must compute the same
-        learning = training or (self.training and (w1.requires_grad or w2.requires_grad))
+        # (decided by the mode, not by requires_grad: under autocast the weights here are no_grad copies)
+        learning = training or self.training
         dense_by_size = not learning and not dispatch.use_sparse(x.shape[0], self.d, self.hidden)
         if dense_by_size and x.is_cuda:
             # below the dispatch threshold a GPU runs inference densely on every backend: decided before
@@ -148,8 +149,8 @@ class SquaredReLUFFNBase(nn.Module):
             return self._dense(x, w1, w2, b1, b2, want_stats)
         exact = learning or dispatch.sparse_threshold() == 0  # 0: "2:4 wherever it can run", e.g. evaluation
         path = sparse_path(x.device, x.dtype, exact, self.d, self.hidden, training and b1 is not None)
-        # inference (eval mode or frozen weights) takes the dense path where it is faster; training keeps
-        # the 2:4 recipe at every size, so what a model learns does not depend on the batch shape
+        # inference (eval mode) takes the dense path where it is faster; training keeps the 2:4 recipe
+        # at every size, so what a model learns does not depend on the batch shape
         if path == "dense":  # a GPU below the threshold already returned above
             return self._dense(x, w1, w2, b1, b2, want_stats)
         y, counts = self._sparse(path, training, x, w1, w2, b1, want_stats)

@@ -16,6 +16,7 @@ thread's registers at the same tile position, so words are assembled with shifts
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -184,10 +185,20 @@ def check_sparsify_input(y1: torch.Tensor) -> None:
     check_multiple("y1", y1.shape[1], 2 * COL_BLOCK, "the column (hidden) count")
     if y1.stride(1) != 1 or y1.stride(0) % 4:
         raise ValueError(f"y1 must have unit stride along its last dimension and a row stride that is a multiple of 4, got strides {y1.stride()}")
-    if y1.is_cuda and torch.cuda.get_device_capability(y1.device)[0] != 9:
-        raise RuntimeError(f"sparsify_pack writes cuSPARSELt's sm90 layout with sm90 instructions: it needs a Hopper "
-                           f"GPU (compute capability 9.x), got {torch.cuda.get_device_name(y1.device)} "
-                           f"({'.'.join(map(str, torch.cuda.get_device_capability(y1.device)))})")
+    if y1.is_cuda:
+        problem = _not_hopper(y1.device.index if y1.device.index is not None else torch.cuda.current_device())
+        if problem:
+            raise RuntimeError(problem)
+
+
+@functools.lru_cache(maxsize=None)
+def _not_hopper(device_index: int) -> str | None:
+    """Why the packer cannot run on this GPU, or None (cached: checked on every call)."""
+    major, minor = torch.cuda.get_device_capability(device_index)
+    if major == 9:
+        return None
+    return (f"sparsify_pack writes cuSPARSELt's sm90 layout with sm90 instructions: it needs a Hopper GPU "
+            f"(compute capability 9.x), got {torch.cuda.get_device_name(device_index)} ({major}.{minor})")
 
 
 def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: int | None = None,
