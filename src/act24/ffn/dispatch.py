@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 
 # T*d*hidden = 2**37: T=8192 at d=2048, hidden=8192, or T=2048 at d=4096, hidden=16384. On the H200,
-# with cuSPARSELt plans built once per shape (gemm/cusparselt_plans.py), the forward grid read 1.15-1.16x
-# vs compiled dense at T=2048, d=4096 and 0.97x at T=8192, d=2048 (2**37), 1.09-1.19x above, and
-# 0.74-1.00x below (docs/performance.md). Before the plans, torch rebuilt the plan at every call
+# with cuSPARSELt plans built once per shape (gemm/cusparselt_plans.py), the forward grid read 1.13-1.16x
+# vs compiled dense at T=2048, d=4096 and 0.97-1.10x at T=8192, d=2048 (2**37), 1.09-1.19x above, and
+# 0.74-1.13x below, host-bound (docs/performance.md). Before the plans, torch rebuilt the plan at every call
 # (~0.4 ms of host time) and the threshold was 2**38. At 2**37 the d=2048 shape loses 3% while d=4096 gains
 # 16%: accepted, the rule is one number for every shape.
 _threshold = 2**37
