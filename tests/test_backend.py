@@ -71,12 +71,17 @@ def test_float32_training_on_a_supported_gpu_runs_the_recipe(monkeypatch):
     assert not torch.equal(y, torch.relu(x @ ffn.w1.t()) ** 2 @ ffn.w2.t())  # 2:4 dropped something
 
 
-def test_threshold_zero_keeps_2_4_where_the_kernels_cannot_run(monkeypatch):
-    # inference on a supported GPU with a shape the kernels reject: dense normally, the recipe when
-    # the caller asks for 2:4 everywhere (the trainer's evaluation does)
+@pytest.fixture
+def fast_backend_everywhere(monkeypatch):
+    """A supported GPU's backend for any device (the CPU included), with no fallback warned yet."""
     fast = B.Backend("cusparselt", "test")
     monkeypatch.setattr("act24.ffn.backend.backend_for", lambda device, dtype=torch.bfloat16: fast)
     monkeypatch.setattr(B, "_warned", set())
+
+
+def test_threshold_zero_keeps_2_4_where_the_kernels_cannot_run(fast_backend_everywhere):
+    # inference on a supported GPU with a shape the kernels reject: dense normally, the recipe when
+    # the caller asks for 2:4 everywhere (the trainer's evaluation does)
     torch.manual_seed(0)
     ffn = act24.SquaredReLUFFN(20, 64, sparse=True, perm_seed=1).eval()  # d=20: not a multiple of 16
     x = torch.randn(8, 20)
@@ -95,12 +100,9 @@ def test_threshold_zero_keeps_2_4_where_the_kernels_cannot_run(monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["autocast", "frozen weights"])
-def test_reentrant_checkpointing_recomputes_the_function_it_ran_first(monkeypatch, case):
+def test_reentrant_checkpointing_recomputes_the_function_it_ran_first(fast_backend_everywhere, case):
     # a supported GPU (faked) with a shape the kernels reject: inference would fall back to dense,
     # so a first forward that took the inference dispatch would differ from its 2:4 recomputation
-    fast = B.Backend("cusparselt", "test")
-    monkeypatch.setattr("act24.ffn.backend.backend_for", lambda device, dtype=torch.bfloat16: fast)
-    monkeypatch.setattr(B, "_warned", set())
     torch.manual_seed(0)
     ffn = act24.SquaredReLUFFN(20, 64, sparse=True, perm_seed=1)  # train mode, fp32 weights
     if case == "frozen weights":

@@ -24,13 +24,9 @@ def run(args) -> int:
         return 2
     bench, topic = (ffn_train.train_rows, "ffn_train") if args.backward else (ffn_forward.forward_rows, "ffn_forward")
     rounds = args.rounds or common.ROUNDS
-    header, done = {**common.header(), "rounds": rounds}, []
-
-    def progress(row):
-        done.append(row)  # written after every row: a run cut short keeps what it measured
-        common.write_result(args.out, topic, {**header, "rows": done, "complete": False})
-        print(f"T={row['T']} d={row['d']} H={row['H']}: {row['speedup_vs_compiled']:.3f}x vs compiled", flush=True)
-
+    header = {**common.header(), "rounds": rounds}
+    progress = _progress_writer(args.out, topic, header, lambda row: (
+        f"T={row['T']} d={row['d']} H={row['H']}: {row['speedup_vs_compiled']:.3f}x vs compiled"))
     rows = bench(tokens, shapes, progress=progress, rounds=rounds)
     path = common.write_result(args.out, topic, {**header, "rows": rows})
     common.print_table(rows, ffn_train.COLUMNS if args.backward else ffn_forward.COLUMNS)
@@ -46,14 +42,10 @@ def run_prefill(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = args.config or ("1b" if device == "cuda" else "tiny")
     tokens = tuple(args.tokens) if args.tokens else (prefill.TOKENS if config == "1b" else (64, 128))
-    header, done = common.header(), []
-
-    def progress(row):
-        done.append(row)  # written after every row: a run cut short keeps what it measured
-        common.write_result(args.out, "prefill", {**header, "rows": done, "complete": False})
-        print(f"T={row['T']}: prefill {row['speedup']:.3f}x, decode {row['decode_sparse_tok_s']:.1f} vs "
-              f"{row['decode_dense_tok_s']:.1f} tok/s", flush=True)
-
+    header = common.header()
+    progress = _progress_writer(args.out, "prefill", header, lambda row: (
+        f"T={row['T']}: prefill {row['speedup']:.3f}x, decode {row['decode_sparse_tok_s']:.1f} vs "
+        f"{row['decode_dense_tok_s']:.1f} tok/s"))
     try:
         rows, meta = prefill.prefill_rows(config, tokens, device, progress=progress, rounds=args.rounds)
     except RuntimeError as e:
@@ -64,6 +56,20 @@ def run_prefill(args) -> int:
     print(f"agreement on a {meta['agreement']['prompt_tokens']}-token prompt: {meta['agreement']}")
     print(f"wrote {path}")
     return 0
+
+
+def _progress_writer(out: str, topic: str, header: dict, describe):
+    """A progress callback that writes the rows so far after every row (a run cut short keeps what it
+    measured) and prints describe(row)."""
+    from ..bench import common
+
+    done = []
+
+    def progress(row):
+        done.append(row)
+        common.write_result(out, topic, {**header, "rows": done, "complete": False})
+        print(describe(row), flush=True)
+    return progress
 
 
 def _positive_int(text: str) -> int:

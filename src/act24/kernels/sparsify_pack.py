@@ -197,8 +197,9 @@ def _not_hopper(device_index: int) -> str | None:
     major, minor = torch.cuda.get_device_capability(device_index)
     if major == 9:
         return None
-    return (f"sparsify_pack writes cuSPARSELt's sm90 layout with sm90 instructions: it needs a Hopper GPU "
-            f"(compute capability 9.x), got {torch.cuda.get_device_name(device_index)} ({major}.{minor})")
+    return (f"y1 is on cuda:{device_index}, {torch.cuda.get_device_name(device_index)} (compute capability "
+            f"{major}.{minor}): sparsify_pack writes cuSPARSELt's sm90 layout with sm90 instructions and needs "
+            f"a Hopper GPU (compute capability 9.x)")
 
 
 def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: int | None = None,

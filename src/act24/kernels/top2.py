@@ -84,12 +84,8 @@ def relu2_pair(pair, DTYPE: tl.constexpr):
     result two 16-bit patterns in one int32 laid out like `pair`. GPU only (inline PTX, sm90): the
     interpreter takes rounded_bits16 and magnitude_key16 per value, with the same results up to NaN
     payloads (0x7FFF here, 0x7FC0 there for bf16: each what torch gives on that device)."""
-    if DTYPE == tl.bfloat16:
-        return tl.inline_asm_elementwise(RELU2_PAIR_BF16, "=r,=r,r", [pair], dtype=(tl.int32, tl.int32),
-                                         is_pure=True, pack=1)
-    else:
-        return tl.inline_asm_elementwise(RELU2_PAIR_F16, "=r,=r,r", [pair], dtype=(tl.int32, tl.int32),
-                                         is_pure=True, pack=1)
+    asm: tl.constexpr = RELU2_PAIR_BF16 if DTYPE == tl.bfloat16 else RELU2_PAIR_F16
+    return tl.inline_asm_elementwise(asm, "=r,=r,r", [pair], dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
 
 
 @triton.jit
