@@ -65,20 +65,6 @@ def test_backward_operands_equal_the_reference(T, H, nb, num_dense, dtype):
     assert_equal_with_nan(out.a_dense.cpu(), a[perm][:, dense].t())
 
 
-@pytest.mark.parametrize("T,H,nb,num_dense", [(128, 64, 2, 3), (192, 128, 1, 0)])
-def test_dy2_in_perm_order_gives_the_same_bytes(T, H, nb, num_dense):
-    y1 = relu2_inputs(T, H, torch.bfloat16, seed=7)
-    dy2 = _dy2(T, H, torch.bfloat16, seed=8).to(DEVICE)
-    perm = ref.token_permutation(T, seed=9).to(DEVICE)
-    dense = torch.arange(num_dense, device=DEVICE) * 5
-    packed = sparsify_pack(y1.to(DEVICE)).packed
-    by_token = backward_pack(packed, dy2, perm, dense, token_blocks_per_program=nb)
-    by_perm = backward_pack(packed, dy2[perm].contiguous(), perm, dense, dy2_in_perm_order=True,
-                            token_blocks_per_program=nb)
-    for name in ("dy1_tokenwise", "dy1_featurewise", "a_featurewise", "dy1_dense", "a_dense"):
-        assert torch.equal(getattr(by_token, name).view(torch.int16), getattr(by_perm, name).view(torch.int16)), name
-
-
 def test_featurewise_selection_never_readmits_what_the_forward_dropped():
     T, H = 64, 64
     y1 = torch.randn(T, H).to(torch.bfloat16)

@@ -41,9 +41,9 @@ MAX_REGISTERS = 168
 def _tokenwise_nibble(meta_ptr, t, G, H):
     """Metadata nibble of token-wise group G of token t ([8NB] x [16] -> [8NB, 16]): block (t//64, G//8),
     row t%64 = 16s + 8h + i, group G%8 = 4j + q -> word 32s + 4i + q, nibble 2j + h."""
-    tr = t % 64
+    tr = t.to(tl.int32) % 64  # 32-bit arithmetic: the nibbles stay 32-bit through the feature-wise stage
     word_in_block = (32 * (tr // 16) + 4 * (tr % 8))[:, None] + (G % 4)[None, :]
-    block = (t // 64).to(tl.int64)[:, None] * (H // 32) + (G // 8)[None, :]
+    block = (t // 64)[:, None] * (H // 32) + (G // 8)[None, :]
     word = tl.load(meta_ptr + block * 128 + word_in_block).to(tl.int32)
     shift = 4 * (2 * ((G % 8) // 4)[None, :] + ((tr // 8) % 2)[:, None])
     return (word >> shift) & 0xF
@@ -64,19 +64,14 @@ def _position(pair, nib, p: tl.constexpr):
 
 @triton.jit
 def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexpr, H,
-                DY2_PERMUTED: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
+                DTYPE: tl.constexpr, RND: tl.constexpr):
     """Permuted tokens j = 4k + r, token-wise groups G ([8NB, 16]): stores dy1 token-wise; returns
-    a's packed pairs, their nibbles and dy1's packed pairs. dy2's row is j when DY2_PERMUTED
-    (contiguous rows), else the token t = perm[j] (a gather, like a's)."""
-    j = 4 * k + r
-    if DY2_PERMUTED:  # issued first: its address does not wait for the permutation's load
-        w = tl.load(dy2_ptr + j.to(tl.int64)[:, None] * (H // 4) + G[None, :])
-    t = tl.load(perm_ptr + j).to(tl.int64)
+    a's packed pairs, their nibbles and dy1's packed pairs."""
+    t = tl.load(perm_ptr + 4 * k + r).to(tl.int64)
     at = t[:, None] * (H // 4) + G[None, :]
     pair = tl.load(a_vals + at)
     nib = _tokenwise_nibble(a_meta, t, G, H)
-    if not DY2_PERMUTED:
-        w = tl.load(dy2_ptr + at)
+    w = tl.load(dy2_ptr + at)
     i0 = nib & 3
     i1 = nib >> 2
     e0 = from_bits16(w.to(tl.int32), DTYPE)
@@ -122,8 +117,7 @@ def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, 
 @triton.jit
 def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
                           dense_d1, dense_a, T, H,
-                          NB: tl.constexpr, HAS_DENSE: tl.constexpr, DY2_PERMUTED: tl.constexpr,
-                          DTYPE: tl.constexpr, RND: tl.constexpr):
+                          NB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
     # one flat grid axis (no 65535 limit), feature blocks fastest: the programs running together
     # read the same permuted token rows
     pid_f = tl.program_id(0) % (H // 64)
@@ -131,10 +125,10 @@ def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, 
     kl = tl.arange(0, 8 * NB)
     k = pid_t * 8 * NB + kl  # token groups (4 permuted tokens each)
     G = 16 * pid_f + tl.arange(0, 16)
-    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DY2_PERMUTED, DTYPE, RND)
-    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DY2_PERMUTED, DTYPE, RND)
-    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DY2_PERMUTED, DTYPE, RND)
-    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DY2_PERMUTED, DTYPE, RND)
+    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DTYPE, RND)
+    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DTYPE, RND)
+    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DTYPE, RND)
+    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DTYPE, RND)
     # metadata blocks (pid_f, NB pid_t + kb): 64 features x 32 tokens, 128 words each
     meta_base = (pid_f.to(tl.int64) * (T // 32) + pid_t * NB) * 128
     for p in tl.static_range(4):
@@ -188,12 +182,11 @@ def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
 
 
 def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor, dense_features: torch.Tensor,
-                  *, dy2_in_perm_order: bool = False, token_blocks_per_program: int = 4, num_warps: int = 4,
+                  *, token_blocks_per_program: int = 4, num_warps: int = 4,
                   max_registers: int | None = MAX_REGISTERS) -> BackwardOperands:
     """The backward's 2:4 operands from the forward's packed activation and dy2 = dy3 @ W2.
 
-    packed_a: [T, H*9/16], from `sparsify_pack`; dy2: [T, H] (same dtype), its rows in token
-    order, or in the order `perm` (row j is token perm[j]) with `dy2_in_perm_order`; perm: the token
+    packed_a: [T, H*9/16], from `sparsify_pack`; dy2: [T, H] (same dtype); perm: the token
     grouping (a permutation of range(T)); dense_features: distinct feature indices in [0, H)
     that get exact (dense) weight gradients. Neither is checked element by element (that would
     sync with the host every step): the training op builds both. `max_registers` caps the
@@ -226,7 +219,7 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
     _backward_pack_kernel[grid](
         a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
         dy1_dense.view(torch.int64), a_dense.view(torch.int64), T, H,  # 4 tokens of a dense row per int64
-        NB=nb, HAS_DENSE=num_dense > 0, DY2_PERMUTED=bool(dy2_in_perm_order), DTYPE=TL_DTYPE[dy2.dtype], RND=INTERPRETED, num_warps=num_warps,
+        NB=nb, HAS_DENSE=num_dense > 0, DTYPE=TL_DTYPE[dy2.dtype], RND=INTERPRETED, num_warps=num_warps,
         **({"maxnreg": max_registers} if max_registers and not INTERPRETED else {}),
     )
     return BackwardOperands(dy1_tok, dy1_feat, a_feat, dy1_dense, a_dense)
