@@ -57,7 +57,8 @@ struct SparseGemm {
   static int sizes(int M, int N, int K, int64_t* a_bytes, int64_t* e_bytes) {
     auto stride_a = cutlass::make_cute_packed_stride(StrideA{}, make_shape(M, K, 1));
     CompressorUtility util(problem(M, N, K), stride_a);
-    *a_bytes = static_cast<int64_t>(util.get_compressed_tensor_A_bytes());
+    // get_compressed_tensor_A_bytes() multiplies in int and overflows from 2^31 bits (M=K=16384)
+    *a_bytes = int64_t(util.get_tensorA_m_physical()) * util.get_tensorA_k_physical() * int64_t(sizeof(Element));
     *e_bytes = static_cast<int64_t>(util.get_tensor_E_bytes());
     return 0;
   }
