@@ -9,12 +9,14 @@ It is loaded as a module of act24.kernels, so its relative imports resolve here:
 (kernels/top2.py, ...) are this tree's, so a baseline whose helpers changed too is measured mixed.
 
 Usage: PYTHONPATH=src python scripts/ab_packer.py {sparsify_pack,backward_pack} OUT BASELINE_FILE [LABEL]
+       [--dtype float16] [--default-launch-only]
+(launch parameters not in a case are the kernel's defaults)
 """
 
+import argparse
 import dataclasses
 import importlib
 import importlib.util
-import sys
 
 import torch
 
@@ -44,14 +46,14 @@ def as_bytes(out) -> list[torch.Tensor]:
     return [t.view(torch.int16) if t.dtype.itemsize == 2 else t for t in tensors if t is not None]
 
 
-def cases(kernel: str):
+def cases(kernel: str, dtype: torch.dtype, default_launch_only: bool):
     """(label, inputs, launch, bytes moved) for each timed case; inputs are keyword arguments."""
-    x, w1, w2 = realistic_operands(T, d, H)
+    x, w1, w2 = realistic_operands(T, d, H, dtype=dtype)
     if kernel == "sparsify_pack":
         moved = T * H * 2 + T * H * 9 // 8
         for name, y1 in (("realistic", x @ w1.t()), ("random", torch.randn(T, H, device="cuda", dtype=x.dtype))):
             for count in (False, True):
-                for launch in FORWARD_LAUNCHES:
+                for launch in [{}] if default_launch_only else FORWARD_LAUNCHES:
                     yield {"input": name, "count": count}, dict(y1=y1, count=count), launch, moved
     else:
         dy = torch.randn(T, d, device="cuda", dtype=x.dtype)
@@ -59,23 +61,31 @@ def cases(kernel: str):
         _, packed, dy2, perm, dense = ffn_train.backward_pack_inputs(x, w1, w2, dy, num_dense)
         moved = T * H * 2 + T * H * 9 // 8 + 3 * T * H * 9 // 8 + 2 * T * dense.numel() * 2
         inputs = dict(packed_a=packed.packed, dy2=dy2, perm=perm, dense_features=dense)
-        for launch in BACKWARD_LAUNCHES:
+        for launch in [{}] if default_launch_only else BACKWARD_LAUNCHES:
             yield {"input": "realistic"}, inputs, launch, moved
 
 
 def main() -> None:
-    kernel, out, baseline_file = sys.argv[1:4]
-    label = sys.argv[4] if len(sys.argv) > 4 else "this tree"
+    p = argparse.ArgumentParser()
+    p.add_argument("kernel", choices=["sparsify_pack", "backward_pack"])
+    p.add_argument("out")
+    p.add_argument("baseline_file")
+    p.add_argument("label", nargs="?", default="this tree")
+    p.add_argument("--dtype", choices=["bfloat16", "float16"], default="bfloat16")
+    p.add_argument("--default-launch-only", action="store_true", help="time the kernel's default launch only")
+    args = p.parse_args()
+    kernel, out, baseline_file, label = args.kernel, args.out, args.baseline_file, args.label
+    dtype = getattr(torch, args.dtype)
     current = getattr(importlib.import_module(f"act24.kernels.{kernel}"), kernel)
     baseline = getattr(load_copy(baseline_file), kernel)
     rows = []
-    for case, inputs, launch, moved in cases(kernel):
+    for case, inputs, launch, moved in cases(kernel, dtype, args.default_launch_only):
         a = as_bytes(baseline(**inputs, **launch))
         b = as_bytes(current(**inputs, **launch))
         same = len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
         times = alternating_medians({"baseline": lambda: baseline(**inputs, **launch),
                                      "current": lambda: current(**inputs, **launch)})
-        row = {**case, **launch, "identical": same, **{f"{k}_ms": ms for k, ms in times.items()}}
+        row = {**case, "dtype": str(dtype), **launch, "identical": same, **{f"{k}_ms": ms for k, ms in times.items()}}
         row.update({f"{k}_GBps": moved / ms / 1e6 for k, ms in times.items()})
         row["ratio"] = row["baseline_ms"] / row["current_ms"]
         rows.append(row)
