@@ -1,7 +1,8 @@
-"""One packer against another version of itself, in one process: identical outputs at every launch,
-then timings alternating between the two (bench.common.alternating_medians), at the target shape
-(T=16384, d=4096, H=16384, bf16, realistic input ~90% zeros; the forward packer also on random
-input). Writes OUT/<kernel>_ab.json.
+"""One packer against another version of itself, in one process: whether the outputs are identical at
+every launch, then timings alternating between the two (bench.common.alternating_medians), at the
+target shape (T=16384, d=4096, H=16384, bf16 or --dtype, realistic input ~90% zeros; the forward
+packer also on random input), over a list of launches or the default one. Writes
+OUT/<kernel>_ab.json (OUT/<kernel>_ab_float16.json for fp16).
 
 The baseline is a copy of the kernel's file from another revision, e.g.
   git show REV:src/act24/kernels/backward_pack.py > /tmp/baseline.py
@@ -90,7 +91,7 @@ def main() -> None:
         row["ratio"] = row["baseline_ms"] / row["current_ms"]
         rows.append(row)
         print(row, flush=True)
-    write_result(out, f"{kernel}_ab", {**header(), "shape": {"T": T, "d": d, "H": H}, "label": label,
+    write_result(out, f"{kernel}_ab" + ("_float16" if dtype == torch.float16 else ""), {**header(), "shape": {"T": T, "d": d, "H": H}, "label": label,
                                         "baseline": baseline_file, "rounds": ROUNDS, "rows": rows})
 
 

@@ -142,8 +142,6 @@ using C5 = SparseGemm<Row, Shape<_128, _256, _128>, Shape<_1, _2, _1>, Coop, Epi
 
 extern "C" {
 
-int sm90_sparse_configs() { return 6; }
-
 int sm90_sparse_sizes(int config, int M, int N, int K, int64_t* a_bytes, int64_t* e_bytes) {
   DISPATCH(config, sizes(M, N, K, a_bytes, e_bytes))
 }

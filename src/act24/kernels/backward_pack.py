@@ -30,16 +30,17 @@ from ..reference.checks import check_multiple, check_ndim
 from .top2 import (INTERPRETED, TL_DTYPE, bits16, from_bits16, magnitude_key16, packed_regions, round_to,
                    select_2_of_4_keyed)
 
-# Left alone the compiler gives a program of 4 blocks and 4 warps ~220 registers a thread: 8 warps
-# an SM, too few to hide the gathers' latency. Capped at 168 (a few spills) it ran 1.22 ms
-# against 1.47 ms for the best uncapped launch on the H200.
+# Left alone the compiler gives a program of 4 blocks and 4 warps ~214 registers a thread: 8 warps an
+# SM. Capped at 168 (a few spills) 12 warps share an SM, and the H200 runs it fastest: 0.98 ms at
+# [16384, 16384] against 1.11-1.20 ms for other launches (results/backward_pack_sweep_branch_free.json).
 MAX_REGISTERS = 168
 
 
 
 @triton.jit
 def _tokenwise_nibble(meta_ptr, t, G, H):
-    """Metadata nibble of token-wise group G of token t ([8NB] x [16] -> [8NB, 16]): block (t//64, G//8),
+    """Metadata nibble of token-wise group G of token t (int64: the offsets may pass 2**31) ([8NB] x [16]
+    -> [8NB, 16], int32): block (t//64, G//8),
     row t%64 = 16s + 8h + i, group G%8 = 4j + q -> word 32s + 4i + q, nibble 2j + h."""
     tr = t.to(tl.int32) % 64  # 32-bit arithmetic: the nibbles stay 32-bit through the feature-wise stage
     word_in_block = (32 * (tr // 16) + 4 * (tr % 8))[:, None] + (G % 4)[None, :]
