@@ -37,6 +37,54 @@ def test_two_ranks_match_one_rank_and_resume(tmp_path, text_dir):
     assert max(r["step"] for r in resumed) == 8
 
 
+# a 2-rank run in which SIGINT reaches rank 0 alone, inside its optimizer update of step 6 (as a
+# signal can land anywhere); the ranks must still stop together at a step boundary
+_INTERRUPTIBLE_RUN = """
+import signal, sys
+import torch
+from act24.model import ModelConfig
+from act24.train import TrainConfig, Trainer, load_corpus
+from act24.train import distributed
+
+text_dir, out, resume, interrupt = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4] == "1"
+ctx = distributed.init("cpu")
+cfg = TrainConfig(steps=9, batch_size=4, log_interval=1, eval_interval=3, eval_batches=1, checkpoint_interval=3,
+                  dense_warmup_steps=3)
+model = ModelConfig(d_model=32, n_layers=2, n_heads=2, seq_len=32, hidden=64)
+trainer = Trainer(model, cfg, load_corpus(text_dir), out, torch.device("cpu"), resume=resume, progress=False,
+                  dist=ctx)
+if interrupt and ctx.rank == 0:
+    trainer.optimizer.register_step_post_hook(
+        lambda *_: signal.raise_signal(signal.SIGINT) if trainer.step == 5 else None)
+try:
+    trainer.run()
+except KeyboardInterrupt:
+    print("stopped at", trainer.step)
+finally:
+    distributed.shutdown()
+"""
+
+
+def _run_script(tmp_path, text_dir, out, resume=False, interrupt=False):
+    script = tmp_path / "interruptible_run.py"
+    script.write_text(_INTERRUPTIBLE_RUN)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(text_dir), str(out), str(int(resume)), str(int(interrupt))]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(tmp_path, text_dir):
+    _run_script(tmp_path, text_dir, tmp_path / "straight")
+    assert _run_script(tmp_path, text_dir, tmp_path / "cut", interrupt=True).count("stopped at 6") == 2
+    assert json.loads((tmp_path / "cut" / "checkpoint.dcp" / "meta.json").read_text())["step"] == 6
+    _run_script(tmp_path, text_dir, tmp_path / "cut", resume=True)
+    losses = [{r["step"]: r["loss"] for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+               if "loss" in r} for run in ("straight", "cut")]
+    assert losses[0] == losses[1] and len(losses[0]) == 9  # the interrupted step was applied once
+
+
 def test_activation_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     model = DecoderLM(ModelConfig(d_model=32, n_layers=2, n_heads=2, hidden=64, seq_len=16))

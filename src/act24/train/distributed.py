@@ -22,6 +22,7 @@ class DistContext:
     rank: int
     world_size: int
     device: torch.device
+    host_group: object = None  # gloo group for host-side agreements (None: the default group is gloo)
 
     @property
     def is_main(self) -> bool:
@@ -44,7 +45,9 @@ def init(device_type: str) -> DistContext:
         device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
-    return DistContext(dist.get_rank(), dist.get_world_size(), device)
+    # NCCL reduces device tensors only: a flag agreed through it would wait for the GPU every step
+    host_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    return DistContext(dist.get_rank(), dist.get_world_size(), device, host_group)
 
 
 def shutdown() -> None:
@@ -74,6 +77,14 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.item() / dist.get_world_size()
+
+
+def any_rank(flag: bool, ctx: DistContext) -> bool:
+    """True on every rank if `flag` is True on any: one decision the ranks share (a host-side all-reduce,
+    no GPU synchronisation)."""
+    t = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=ctx.host_group)
+    return bool(t.item())
 
 
 def barrier() -> None:

@@ -3,7 +3,6 @@ warm-up then 2:4, validation, metrics, plots, atomic checkpoints and exact resum
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -279,14 +278,16 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> dict:
-        """Train to cfg.steps. Ctrl-C stops at the next step boundary with a checkpoint (one process;
-        under torchrun each rank saves where the interrupt finds it, rewinding an unfinished step)."""
-        # one process: a first Ctrl-C waits for the step to finish (see interrupt.py); ranks could
-        # disagree on which step that is, so torchrun runs keep the immediate interrupt
-        with DeferredInterrupt() if self.dist is None else contextlib.nullcontext() as stop:
+        """Train to cfg.steps. Ctrl-C stops at the next step boundary with a checkpoint (a second Ctrl-C
+        stops at once, rewinding an unfinished step). Under torchrun the ranks agree at every step
+        boundary whether any of them was interrupted, so all of them stop and save at the same step."""
+        with DeferredInterrupt() as stop:  # see interrupt.py
             return self._run(stop)
 
-    def _run(self, stop: DeferredInterrupt | None) -> dict:
+    def _stop_requested(self, stop: DeferredInterrupt) -> bool:
+        return stop.requested if self.dist is None else distributed.any_rank(stop.requested, self.dist)
+
+    def _run(self, stop: DeferredInterrupt) -> dict:
         cfg = self.cfg
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         last_time, last_tokens = time.perf_counter(), self.tokens_seen
@@ -324,8 +325,8 @@ class Trainer:
                     self._check_parameters()  # never replace the last checkpoint with a diverged model
                     self.save_checkpoint()
                 bar.update(1)
-                if stop is not None and stop.requested:
-                    raise KeyboardInterrupt  # at a step boundary: nothing to rewind
+                if self._stop_requested(stop):
+                    raise KeyboardInterrupt  # at a step boundary (on every rank): nothing to rewind
         except KeyboardInterrupt:
             if self._rng_at_step_start is not None:  # interrupted inside a step: it will be redone
                 self.train_batches.generator.set_state(self._rng_at_step_start)
