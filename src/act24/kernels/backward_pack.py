@@ -115,53 +115,31 @@ def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexp
 
 
 @triton.jit
-def _select_feature(p0, p1, p2, p3, n0, n1, n2, n3, p: tl.constexpr, DTYPE: tl.constexpr):
-    """Feature 4G + p over token groups k ([8NB, 16]): the packed pair of the 2 kept of the 4 tokens of
-    each group (selected on raw 16-bit patterns: no float conversions), their metadata nibble, and all
-    4 tokens' 16-bit values in one int64 (adjacent in a dense row: one 8-byte store)."""
+def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, dense_ptr, slot, k, G, kl, T,
+                 p: tl.constexpr, KB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr):
+    """Feature 4G + p over token groups k: 2 of the 4 tokens of each group; stores the value pairs,
+    this feature position's metadata words and, for dense features (slot >= 0), all 4 tokens.
+    Selects on raw 16-bit patterns (no float conversions)."""
     e0 = _position(p0, n0, p)
     e1 = _position(p1, n1, p)
     e2 = _position(p2, n2, p)
     e3 = _position(p3, n3, p)
+    if HAS_DENSE:  # the 4 tokens of a group are adjacent in a dense row: one 8-byte store
+        four = e0.to(tl.int64) | (e1.to(tl.int64) << 16) | (e2.to(tl.int64) << 32) | (e3.to(tl.int64) << 48)
+        tl.store(dense_ptr + slot.to(tl.int64)[None, :] * (T // 4) + k[:, None], four, mask=(slot >= 0)[None, :])
     v0, v1, nib, _, _, _, _ = select_2_of_4_keyed(magnitude_key16(e0, DTYPE), magnitude_key16(e1, DTYPE),
                                                   magnitude_key16(e2, DTYPE), magnitude_key16(e3, DTYPE),
                                                   e0, e1, e2, e3)
-    four = e0.to(tl.int64) | (e1.to(tl.int64) << 16) | (e2.to(tl.int64) << 32) | (e3.to(tl.int64) << 48)
-    return v0 | (v1 << 16), nib, four
-
-
-@triton.jit
-def _by_position(x0, x1, x2, x3):
-    """Four [8NB, 16] tensors, one per feature position p -> [8NB, 16, 4] (p last). tl.join adds the last
-    axis, so the outer join's operand index is the minor one: (x0, x2) and (x1, x3) pair up inside."""
-    return tl.reshape(tl.join(tl.join(x0, x2), tl.join(x1, x3)), (x0.shape[0], x0.shape[1], 4))
-
-
-@triton.jit
-def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, dense_ptr, slot, k, G, kl, T,
-                 KB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr):
-    """Features 4G + p over token groups k: 2 of the 4 tokens of each group; stores the value pairs, the
-    metadata words and, for dense features (slot >= 0, [16, 4]), all 4 tokens. The 4 positions are
-    stored as one [8NB, 16, 4] tensor: each output moves to its store layout once, not once a position."""
-    v0, m0, d0 = _select_feature(p0, p1, p2, p3, n0, n1, n2, n3, 0, DTYPE)
-    v1, m1, d1 = _select_feature(p0, p1, p2, p3, n0, n1, n2, n3, 1, DTYPE)
-    v2, m2, d2 = _select_feature(p0, p1, p2, p3, n0, n1, n2, n3, 2, DTYPE)
-    v3, m3, d3 = _select_feature(p0, p1, p2, p3, n0, n1, n2, n3, 3, DTYPE)
-    k3 = k[:, None, None]
-    if HAS_DENSE:
-        tl.store(dense_ptr + slot.to(tl.int64)[None, :, :] * (T // 4) + k3, _by_position(d0, d1, d2, d3),
-                 mask=(slot >= 0)[None, :, :])
-    f = (4 * G[:, None] + tl.arange(0, 4)[None, :]).to(tl.int64)  # [16, 4]
-    tl.store(vals_ptr + f[None, :, :] * (T // 4) + k3, _by_position(v0, v1, v2, v3))
+    f = (4 * G + p).to(tl.int64)
+    tl.store(vals_ptr + f[None, :] * (T // 4) + k[:, None], v0 | (v1 << 16))
     # local feature 4G + p = 16s + 8h + i (G = 4s + 2h + c, i = 4c + p), local token group 8kb + 4jj + q:
     # the nibble goes to word 32s + 4i + q = 16(2s + c) + 4p + q of block kb, bits 4(2jj + h)
-    shift = 4 * (2 * ((kl // 4) % 2)[:, None, None] + ((G // 2) % 2)[None, :, None])
-    words = tl.sum(tl.reshape(_by_position(m0, m1, m2, m3) << shift, (8 * KB, 4, 2, 2, 4)), axis=2)  # OR over h
-    words = tl.sum(tl.reshape(words, (KB, 2, 4, 8, 4)), axis=1)  # OR over jj: [kb, q, 2s + c, p]
-    kb = tl.arange(0, KB)[:, None, None, None]
-    q = tl.arange(0, 4)[None, :, None, None]
-    sc = tl.arange(0, 8)[None, None, :, None]
-    p = tl.arange(0, 4)[None, None, None, :]
+    shift = 4 * (2 * ((kl // 4) % 2)[:, None] + ((G // 2) % 2)[None, :])
+    words = tl.sum(tl.reshape(nib << shift, (8 * KB, 4, 2, 2)), axis=2)  # OR over h: [k, s, c]
+    words = tl.sum(tl.reshape(words, (KB, 2, 4, 8)), axis=1)  # OR over jj: [kb, q, 2s + c]
+    kb = tl.arange(0, KB)[:, None, None]
+    q = tl.arange(0, 4)[None, :, None]
+    sc = tl.arange(0, 8)[None, None, :]
     tl.store(meta_ptr + meta_base + kb * 128 + 16 * sc + 4 * p + q, words.to(tl.int16))
 
 
@@ -182,12 +160,12 @@ def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, 
     a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DTYPE, RND)
     # metadata blocks (pid_f, NB pid_t + kb): 64 features x 32 tokens, 128 words each
     meta_base = (pid_f.to(tl.int64) * (T // 32) + pid_t * NB) * 128
-    # row of feature 4G + p in the dense buffers, -1 if sparse: [16, 4]
-    slot = tl.load(slot_ptr + 4 * G[:, None] + tl.arange(0, 4)[None, :])
-    _featurewise(a0, a1, a2, a3, n0, n1, n2, n3, af_vals, af_meta, meta_base, dense_a, slot, k, G, kl, T,
-                 NB, HAS_DENSE, DTYPE)
-    _featurewise(g0, g1, g2, g3, n0, n1, n2, n3, d1f_vals, d1f_meta, meta_base, dense_d1, slot, k, G, kl, T,
-                 NB, HAS_DENSE, DTYPE)
+    for p in tl.static_range(4):
+        slot = tl.load(slot_ptr + 4 * G + p)  # row of feature 4G + p in the dense buffers, -1 if sparse
+        _featurewise(a0, a1, a2, a3, n0, n1, n2, n3, af_vals, af_meta, meta_base, dense_a, slot, k, G, kl, T,
+                     p, NB, HAS_DENSE, DTYPE)
+        _featurewise(g0, g1, g2, g3, n0, n1, n2, n3, d1f_vals, d1f_meta, meta_base, dense_d1, slot, k, G, kl, T,
+                     p, NB, HAS_DENSE, DTYPE)
 
 
 @dataclass(frozen=True)
