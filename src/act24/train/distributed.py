@@ -22,7 +22,7 @@ class DistContext:
     rank: int
     world_size: int
     device: torch.device
-    host_group: object = None  # gloo group for host-side agreements (None: the default group is gloo)
+    host_group: object = None  # gloo group for host-side agreements
 
     @property
     def is_main(self) -> bool:
@@ -45,8 +45,10 @@ def init(device_type: str) -> DistContext:
         device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
-    # NCCL reduces device tensors only: a flag agreed through it would wait for the GPU every step
-    host_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    # host-side agreements get their own gloo group: NCCL reduces device tensors only (a flag agreed
+    # through it would wait for the GPU every step), and interleaved with FSDP2's collectives on a
+    # gloo default group they made processes abort at exit ("terminate called without an active exception")
+    host_group = dist.new_group(backend="gloo")
     return DistContext(dist.get_rank(), dist.get_world_size(), device, host_group)
 
 
