@@ -22,7 +22,7 @@ class DistContext:
     rank: int
     world_size: int
     device: torch.device
-    host_group: object = None  # gloo group for host-side agreements
+    host_group: object = None  # gloo group for host-side agreements (init makes one)
 
     @property
     def is_main(self) -> bool:
@@ -84,7 +84,8 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
 def any_rank(flag: bool, ctx: DistContext) -> bool:
     """True on every rank if `flag` is True on any: one decision the ranks share (a host-side all-reduce,
     no GPU synchronisation)."""
-    t = torch.tensor([int(flag)], dtype=torch.int32)
+    # without a host group (a DistContext not made by init) the default group, on the rank's device
+    t = torch.tensor([int(flag)], dtype=torch.int32, device="cpu" if ctx.host_group is not None else ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=ctx.host_group)
     return bool(t.item())
 
