@@ -17,12 +17,14 @@ import torch
 import torch.distributed as dist
 
 
+_host_group = None  # gloo group for host-side agreements (any_rank): made by init, released by shutdown
+
+
 @dataclass(frozen=True)
 class DistContext:
     rank: int
     world_size: int
     device: torch.device
-    host_group: object = None  # gloo group for host-side agreements (init makes one)
 
     @property
     def is_main(self) -> bool:
@@ -45,16 +47,21 @@ def init(device_type: str) -> DistContext:
         device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+    global _host_group
     # host-side agreements get their own gloo group: NCCL reduces device tensors only (a flag agreed
     # through it would wait for the GPU every step), and interleaved with FSDP2's collectives on a
-    # gloo default group they made processes abort at exit ("terminate called without an active exception")
-    host_group = dist.new_group(backend="gloo")
-    return DistContext(dist.get_rank(), dist.get_world_size(), device, host_group)
+    # gloo default group they made processes abort at exit
+    _host_group = dist.new_group(backend="gloo")
+    return DistContext(dist.get_rank(), dist.get_world_size(), device)
 
 
 def shutdown() -> None:
+    global _host_group
     if dist.is_initialized():
         dist.destroy_process_group()
+    # released here, while the interpreter is alive: a used gloo group left to be destroyed during
+    # interpreter finalization aborted the process now and then ("terminate called without an active exception")
+    _host_group = None
 
 
 def shard(model: torch.nn.Module, device: torch.device) -> None:
@@ -84,9 +91,9 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
 def any_rank(flag: bool, ctx: DistContext) -> bool:
     """True on every rank if `flag` is True on any: one decision the ranks share (a host-side all-reduce,
     no GPU synchronisation)."""
-    # without a host group (a DistContext not made by init) the default group, on the rank's device
-    t = torch.tensor([int(flag)], dtype=torch.int32, device="cpu" if ctx.host_group is not None else ctx.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=ctx.host_group)
+    # without the host group (a process group not set up by init) the default group, on the rank's device
+    t = torch.tensor([int(flag)], dtype=torch.int32, device="cpu" if _host_group is not None else ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_host_group)
     return bool(t.item())
 
 
