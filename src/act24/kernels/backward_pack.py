@@ -36,7 +36,6 @@ from .top2 import (INTERPRETED, TL_DTYPE, bits16, from_bits16, magnitude_key16, 
 MAX_REGISTERS = 168
 
 
-
 @triton.jit
 def _tokenwise_nibble(meta_ptr, t, G, H):
     """Metadata nibble of token-wise group G of token t (int64: the offsets may pass 2**31) ([8NB] x [16]

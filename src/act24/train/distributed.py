@@ -88,11 +88,10 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     return t.item() / dist.get_world_size()
 
 
-def any_rank(flag: bool, ctx: DistContext) -> bool:
-    """True on every rank if `flag` is True on any: one decision the ranks share (a host-side all-reduce,
-    no GPU synchronisation)."""
-    # without the host group (a process group not set up by init) the default group, on the rank's device
-    t = torch.tensor([int(flag)], dtype=torch.int32, device="cpu" if _host_group is not None else ctx.device)
+def any_rank(flag: bool) -> bool:
+    """True on every rank if `flag` is True on any: one decision the ranks share (a host-side all-reduce
+    on init's gloo group, no GPU synchronisation)."""
+    t = torch.tensor([int(flag)], dtype=torch.int32)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_host_group)
     return bool(t.item())
 

@@ -285,7 +285,7 @@ class Trainer:
             return self._run(stop)
 
     def _stop_requested(self, stop: DeferredInterrupt) -> bool:
-        return stop.requested if self.dist is None else distributed.any_rank(stop.requested, self.dist)
+        return stop.requested if self.dist is None else distributed.any_rank(stop.requested)
 
     def _run(self, stop: DeferredInterrupt) -> dict:
         cfg = self.cfg
