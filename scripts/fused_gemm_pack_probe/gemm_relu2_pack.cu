@@ -204,7 +204,8 @@ struct FusedGemm {
                                   {static_cast<const Element*>(x), stride_a, static_cast<const Element*>(w1), stride_b},
                                   epilogue_args,
                                   hw};
-    args.scheduler.max_swizzle_size = swizzle;
+    args.scheduler.max_swizzle_size = swizzle & 0xFF;  // the tile scheduler's grouping, and its raster order:
+    args.scheduler.raster_order = static_cast<cutlass::gemm::kernel::detail::RasterOrderOptions>(swizzle >> 8);
     Gemm gemm;
     if (Gemm::get_workspace_size(args) != 0) return 2;
     if (gemm.can_implement(args) != cutlass::Status::kSuccess) return 3;
@@ -230,10 +231,13 @@ const char* act24_fused_config_name(int config) {
     case 4: return "fused pingpong 128x128x64 cluster 1x2";
     case 5: return "fused pingpong 64x256x64 cluster 1x1";
     case 6: return "fused cooperative 128x256x64 cluster 1x2";
+    case 7: return "plain cooperative 256x128x64 cluster 2x1";
+    case 8: return "fused cooperative 256x128x64 cluster 2x1";
     default: return nullptr;
   }
 }
 
+// swizzle: the tile scheduler's max_swizzle_size | RasterOrderOptions (0 heuristic, 1 along M, 2 along N) << 8
 int act24_fused_gemm(int config, const void* x, const void* w1, void* out, int M, int N, int K, int swizzle,
                      void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
@@ -245,6 +249,8 @@ int act24_fused_gemm(int config, const void* x, const void* w1, void* out, int M
     case 4: return FusedGemm<Shape<_128, _128, _64>, Shape<_1, _2, _1>, PingPong, true>::run(x, w1, out, M, N, K, swizzle, s);
     case 5: return FusedGemm<Shape<_64, _256, _64>, Shape<_1, _1, _1>, PingPong, true>::run(x, w1, out, M, N, K, swizzle, s);
     case 6: return FusedGemm<Shape<_128, _256, _64>, Shape<_1, _2, _1>, Cooperative, true>::run(x, w1, out, M, N, K, swizzle, s);
+    case 7: return FusedGemm<Shape<_256, _128, _64>, Shape<_2, _1, _1>, Cooperative, false>::run(x, w1, out, M, N, K, swizzle, s);
+    case 8: return FusedGemm<Shape<_256, _128, _64>, Shape<_2, _1, _1>, Cooperative, true>::run(x, w1, out, M, N, K, swizzle, s);
     default: return 1;
   }
 }
