@@ -11,8 +11,8 @@
 // second shuffle joins the two lanes' nibbles into whole metadata words. In the ping-pong schedule
 // one warp group runs this while the other runs its next tile's main loop.
 //
-// Build (CUTLASS headers only):
-//   nvcc -std=c++17 -O3 -arch=sm_90a --expt-relaxed-constexpr -Xcompiler -fPIC -shared \
+// Build (CUTLASS headers only; without -DNDEBUG CUTLASS's kernels run up to 1.5x slower):
+//   nvcc -std=c++17 -O3 -DNDEBUG -arch=sm_90a --expt-relaxed-constexpr -Xcompiler -fPIC -shared \
 //        -I $CUTLASS/include -I $CUTLASS/tools/util/include gemm_relu2_pack.cu -o libgemm_relu2_pack.so
 
 #include <cstdint>
@@ -67,6 +67,7 @@ __device__ __forceinline__ uint32_t select_2_of_4(uint32_t s01, uint32_t s23, ui
 
 // An operator-style epilogue (the interface of CUTLASS's DefaultEpilogue) run by
 // Sm90TmaWarpSpecializedAdapter inside the warp-specialized kernels.
+template <bool WideStores>
 struct Relu2PackEpilogue {
   using ElementC = void;
   using ElementD = Element;
@@ -120,7 +121,7 @@ struct Relu2PackEpilogue {
 
     CUTLASS_PRAGMA_UNROLL
     for (int b = 0; b < kValues / 16; ++b) {  // a 32-column block of two rows (r, r+8)
-      uint32_t nibbles[4];
+      uint32_t nibbles[4], pairs[4];
       int row = 0, col = 0;
       CUTLASS_PRAGMA_UNROLL
       for (int c = 0; c < 4; ++c) {
@@ -134,11 +135,26 @@ struct Relu2PackEpilogue {
         uint32_t got_key = __shfl_xor_sync(0xffffffff, sent_key, 1);
         uint32_t s01 = odd ? got_sq : sq_r, k01 = odd ? got_key : key_r;
         uint32_t s23 = odd ? sq_r8 : got_sq, k23 = odd ? key_r8 : got_key;
-        uint32_t pair = select_2_of_4(s01, s23, k01, k23, &nibbles[c]);
+        pairs[c] = select_2_of_4(s01, s23, k01, k23, &nibbles[c]);
         auto mn = coords(odd ? i + 2 : i);
         row = m0 + int(get<0>(mn));
         col = n0 + (int(get<1>(mn)) & ~3);  // the group's first column
-        if (row < M && col < N) values[int64_t(row) * (N / 4) + col / 4] = pair;
+      }
+      const int h0 = (col & 7) >> 2;  // which group of each 8 columns this lane holds
+      if constexpr (WideStores) {
+        // lanes l and l^2 hold the 8 groups of this block's row alternately (h0 = 0, 1); after two
+        // shuffles the h0 = 0 lane has groups 0-3 and the other 4-7: one 16-byte store each
+        uint32_t send0 = h0 ? pairs[0] : pairs[2], send1 = h0 ? pairs[1] : pairs[3];
+        uint32_t got0 = __shfl_xor_sync(0xffffffff, send0, 2), got1 = __shfl_xor_sync(0xffffffff, send1, 2);
+        uint4 v = h0 ? make_uint4(got0, pairs[2], got1, pairs[3]) : make_uint4(pairs[0], got0, pairs[1], got1);
+        const int first_group = ((col >> 5) << 3) + 4 * h0;
+        if (row < M && col < N) *reinterpret_cast<uint4*>(values + int64_t(row) * (N / 4) + first_group) = v;
+      } else {
+        CUTLASS_PRAGMA_UNROLL
+        for (int c = 0; c < 4; ++c) {
+          const int group = ((col >> 5) << 3) + 2 * c + h0;
+          if (row < M && col < N) values[int64_t(row) * (N / 4) + group] = pairs[c];
+        }
       }
       // nibble 2j + h of word 32s + 4i + q, for local row 16s + 8h + i and group 4j + q of the block;
       // c = 0, 2 are groups q = h0, h0 + 4 (j = 0, 1); c = 1, 3 are q = 2 + h0, 6 + h0
@@ -147,7 +163,6 @@ struct Relu2PackEpilogue {
                       (((nibbles[1] << (4 * h)) | (nibbles[3] << (8 + 4 * h))) << 16);
       uint32_t words = mine | __shfl_xor_sync(0xffffffff, mine, 1);
       const int local_row = row & 63;
-      const int h0 = (col & 7) >> 2;
       const int base_row = row - 8 * int(h);  // row r of the pair
       if (base_row < M && col < N) {
         const int s = local_row >> 4, i8 = local_row & 7;
@@ -161,7 +176,7 @@ struct Relu2PackEpilogue {
   Params params;
 };
 
-template <class Tile, class Cluster, class Schedule, bool Fused>
+template <class Tile, class Cluster, class Schedule, bool Fused, bool WideStores = false>
 struct FusedGemm {
   using PlainSchedule = cute::conditional_t<cute::is_same_v<Schedule, cutlass::gemm::KernelTmaWarpSpecializedPingpong>,
                                             cutlass::epilogue::TmaWarpSpecialized,
@@ -171,7 +186,7 @@ struct FusedGemm {
       float, float, void, cutlass::layout::RowMajor, 8, Element, cutlass::layout::RowMajor, 8,
       PlainSchedule>::CollectiveOp;
   using Epilogue = cute::conditional_t<
-      Fused, cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<Relu2PackEpilogue>, PlainEpilogue>;
+      Fused, cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<Relu2PackEpilogue<WideStores>>, PlainEpilogue>;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, 8, Element,
       cutlass::layout::ColumnMajor, 8, float, Tile, Cluster,
@@ -221,7 +236,7 @@ using Cooperative = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
 
 extern "C" {
 
-// Configurations, fused unless named "plain" (y1 written as bf16 by CUTLASS's TMA epilogue).
+// Configurations: "plain" writes y1 as bf16 (CUTLASS's TMA epilogue); "fused-wide" stores 16 bytes a thread.
 const char* act24_fused_config_name(int config) {
   switch (config) {
     case 0: return "plain pingpong 128x128x64 cluster 1x1";
@@ -233,6 +248,10 @@ const char* act24_fused_config_name(int config) {
     case 6: return "fused cooperative 128x256x64 cluster 1x2";
     case 7: return "plain cooperative 256x128x64 cluster 2x1";
     case 8: return "fused cooperative 256x128x64 cluster 2x1";
+    case 9: return "fused-wide pingpong 128x128x64 cluster 1x1";
+    case 10: return "fused-wide pingpong 128x128x64 cluster 2x1";
+    case 11: return "fused-wide pingpong 128x128x64 cluster 1x2";
+    case 12: return "fused-wide pingpong 64x256x64 cluster 1x1";
     default: return nullptr;
   }
 }
@@ -251,6 +270,10 @@ int act24_fused_gemm(int config, const void* x, const void* w1, void* out, int M
     case 6: return FusedGemm<Shape<_128, _256, _64>, Shape<_1, _2, _1>, Cooperative, true>::run(x, w1, out, M, N, K, swizzle, s);
     case 7: return FusedGemm<Shape<_256, _128, _64>, Shape<_2, _1, _1>, Cooperative, false>::run(x, w1, out, M, N, K, swizzle, s);
     case 8: return FusedGemm<Shape<_256, _128, _64>, Shape<_2, _1, _1>, Cooperative, true>::run(x, w1, out, M, N, K, swizzle, s);
+    case 9: return FusedGemm<Shape<_128, _128, _64>, Shape<_1, _1, _1>, PingPong, true, true>::run(x, w1, out, M, N, K, swizzle, s);
+    case 10: return FusedGemm<Shape<_128, _128, _64>, Shape<_2, _1, _1>, PingPong, true, true>::run(x, w1, out, M, N, K, swizzle, s);
+    case 11: return FusedGemm<Shape<_128, _128, _64>, Shape<_1, _2, _1>, PingPong, true, true>::run(x, w1, out, M, N, K, swizzle, s);
+    case 12: return FusedGemm<Shape<_64, _256, _64>, Shape<_1, _1, _1>, PingPong, true, true>::run(x, w1, out, M, N, K, swizzle, s);
     default: return 1;
   }
 }
