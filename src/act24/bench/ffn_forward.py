@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 
 from .. import functional
+from ..ffn.backend import use_fused_gemm1
+from ..kernels.gemm_relu2_pack import gemm_relu2_pack
 from ..reference import dense_ffn, squared_relu
 from .common import ROUNDS, alternating_medians, graph_timings, median_ms
 
@@ -70,6 +72,8 @@ def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUN
                 gemm2_dense = median_ms(lambda: y2 @ w2.t())
                 packed = functional.sparsify_pack(y1, count=False)[0]
                 gemm2_sparse = median_ms(lambda: functional.sparse_mm(packed, w2.t(), T))
+                fused = use_fused_gemm1(x.device, x.dtype, d)
+                fused_ms = median_ms(lambda: gemm_relu2_pack(x, w1)) if fused else None
             row = {
                 "T": T, "d": d, "H": hidden,
                 "dense_eager_ms": eager, "dense_compiled_ms": comp, "sparse_ms": sparse,
@@ -77,6 +81,7 @@ def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUN
                 "sparsify_ms": pack_ms, "sparsify_GBps": pack_gbps,
                 "sparsify_random_ms": rand_ms, "sparsify_random_GBps": rand_gbps, "sparsify_counting_ms": counting_ms,
                 "gemm1_ms": gemm1, "gemm2_dense_ms": gemm2_dense, "gemm2_sparse_ms": gemm2_sparse,
+                "gemm1_fused": fused, "fused_gemm1_pack_ms": fused_ms,
                 "activation_sparsity": act_sparsity,
                 "rel_diff_vs_dense": rel_err,
                 **graphs,
@@ -95,4 +100,5 @@ COLUMNS = [
     ("speedup_graph", "x compiled (CUDA graphs)", ".3f"), ("sparsify_ms", "pack ms", ".3f"), ("sparsify_GBps", "pack GB/s", ".0f"),
     ("sparsify_random_GBps", "pack GB/s (rand)", ".0f"),
     ("gemm2_dense_ms", "GEMM2 dense", ".3f"), ("gemm2_sparse_ms", "GEMM2 2:4", ".3f"),
+    ("gemm1_ms", "GEMM1", ".3f"), ("fused_gemm1_pack_ms", "fused GEMM1+pack", ".3f"),
 ]

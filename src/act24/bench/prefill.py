@@ -17,7 +17,7 @@ import time
 import torch
 
 import act24
-from act24.ffn import dispatch, ffn_modules, set_sparse
+from act24.ffn import backend, dispatch, ffn_modules, set_sparse
 
 from .common import ROUNDS, alternating_medians
 
@@ -169,5 +169,6 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
         "converted_mlps": len(report.converted),
         "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)",
         "agreement": check,
+        "fused_gemm1": backend.fused_gemm1_reason(dev, dtype) or "on",
     }
     return rows, meta

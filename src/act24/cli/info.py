@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-from ..ffn.backend import backend_for, cusparselt_version, triton_version
+from ..ffn.backend import FUSED_GEMM1_MAX_D, backend_for, cusparselt_version, fused_gemm1_reason, triton_version
 
 
 def environment() -> dict:
@@ -30,6 +30,7 @@ def environment() -> dict:
     env["backend"] = backend.name
     env["backend_reason"] = backend.reason
     env["cusparselt_calls"] = _cusparselt_calls() if backend.name == "cusparselt" else None
+    env["fused_gemm1"] = (fused_gemm1_reason(device, torch.bfloat16) or f"on (bf16, d <= {FUSED_GEMM1_MAX_D})") if device.type == "cuda" else None
     return env
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -129,3 +130,61 @@ def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, h
         return "recipe"  # e.g. float32 training on a supported GPU: the recipe, not silently dense
     warn_fallback_once(backend.reason)
     return "dense"
+
+
+# Fused GEMM1 (kernels/gemm_relu2_pack.py): GEMM1 with the packer as its epilogue, for inference.
+# Measured on the H200 at T=16384 (results/fused_gemm_pack.json): forward 1.18x against compiled dense at
+# d=4096 (1.14x unfused) and 1.23x at d=2048 (1.10x), but 2% slower than unfused at d=8192, where
+# CUTLASS's main loop trails cuBLAS's by more than the packer costs. Off above this d.
+FUSED_GEMM1_MAX_D = 4096
+
+
+def fused_gemm1_self_check(device: torch.device) -> str | None:
+    """Build the fused GEMM1 and compare it with cuBLAS + the packer on integer inputs (exact sums, so
+    the accumulation order cannot matter); None if byte-identical, else why it is off."""
+    from ..kernels import cuda_build
+    from ..kernels.gemm_relu2_pack import gemm_relu2_pack
+    from ..kernels.sparsify_pack import sparsify_pack
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randint(-3, 4, (256, 128), device=device, generator=gen).to(torch.bfloat16)
+    w1 = torch.randint(-2, 3, (512, 128), device=device, generator=gen).to(torch.bfloat16)
+    x[:64] = 0  # all-zero groups; elsewhere ties abound
+    try:
+        ours = gemm_relu2_pack(x, w1)
+    except cuda_build.BuildUnavailable as e:
+        return str(e)
+    except Exception as e:  # nvcc failed, or the kernel cannot run here
+        return f"the fused GEMM1 failed its self-check: {type(e).__name__}: {e}"
+    theirs = sparsify_pack((x.float() @ w1.float().t()).to(torch.bfloat16), count=False).packed
+    if not torch.equal(ours.view(torch.int16), theirs.view(torch.int16)):
+        return "the fused GEMM1's output differs from cuBLAS + the packer"
+    return None
+
+
+def fused_gemm1_reason(device: torch.device, dtype: torch.dtype) -> str | None:
+    """None if the inference forward may compute GEMM1 and the packing in one kernel here, else why not."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _fused_gemm1_reason(device, dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_gemm1_reason(device: torch.device, dtype: torch.dtype) -> str | None:
+    if os.environ.get("ACT24_FUSED_GEMM1", "1") == "0":
+        return "turned off by ACT24_FUSED_GEMM1=0"
+    if dtype != torch.bfloat16:
+        return f"{dtype} activations: the fused GEMM1 is built for bfloat16"
+    backend = backend_for(device, dtype)
+    if backend.name != "cusparselt":
+        return f"the {backend.name} backend runs here ({backend.reason})"
+    problem = fused_gemm1_self_check(device)
+    if problem is not None and not problem.startswith(("nvcc was not found", "CUTLASS's headers")):
+        # a missing toolchain is a documented option; a failed build or check is worth one warning
+        warnings.warn(f"act24: GEMM1 and the packer run as two kernels ({problem})", RuntimeWarning, stacklevel=4)
+    return problem
+
+
+@torch.compiler.assume_constant_result  # resolved once at trace time: no graph break under torch.compile
+def use_fused_gemm1(device: torch.device, dtype: torch.dtype, d: int) -> bool:
+    return d <= FUSED_GEMM1_MAX_D and fused_gemm1_reason(device, dtype) is None

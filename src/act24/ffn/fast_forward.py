@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from ..ops import sparse_ffn_ops as ops
 from ..ops.recipe_ops import seed_tensor
 from ..kernels.sparsify_pack import COL_BLOCK, ROW_BLOCK
+from .backend import use_fused_gemm1
 
 HIDDEN_MULTIPLE = 2 * COL_BLOCK  # the packer's column strip
 MODEL_MULTIPLE = 16  # cuSPARSELt's dense-operand alignment
@@ -36,8 +37,16 @@ def _pad_tokens(x: torch.Tensor) -> torch.Tensor:
 def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torch.Tensor | None = None,
                    *, count: bool = True):
     """y = (relu(x @ w1.T + b1)**2 * m) @ w2.T; returns (y, kept per feature, non-zeros per feature),
-    the counts None unless `count`."""
+    the counts None unless `count`.
+
+    Without counts or bias, bf16 GEMM1 and the packing run as one kernel where it was measured faster
+    (ffn/backend.py: use_fused_gemm1)."""
     T = x.shape[0]
+    if (not count and b1 is None and x.dtype == w1.dtype == torch.bfloat16
+            and use_fused_gemm1(x.device, x.dtype, x.shape[1])):
+        padded = _pad_tokens(x).contiguous()
+        packed = ops.gemm_relu2_pack(padded, w1.contiguous())
+        return ops.sparse_mm(packed, w2.t(), padded.shape[0])[:T], None, None
     y1 = F.linear(_pad_tokens(x), w1, b1)
     if b1 is not None and count:
         y1[T:] = 0  # the bias would make padded tokens count in the per-feature statistics

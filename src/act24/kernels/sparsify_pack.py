@@ -16,7 +16,6 @@ thread's registers at the same tile position, so words are assembled with shifts
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +23,7 @@ import triton
 import triton.language as tl
 
 from ..reference.checks import check_multiple, check_ndim
-from .top2 import INTERPRETED, TL_DTYPE, magnitude_key16, packed_regions, relu2_pair, rounded_bits16, select_2_of_4_keyed
+from .top2 import INTERPRETED, TL_DTYPE, check_hopper, magnitude_key16, packed_regions, relu2_pair, rounded_bits16, select_2_of_4_keyed
 
 ROW_BLOCK, COL_BLOCK = 64, 32  # one metadata block
 MAX_BLOCKS_PER_PROGRAM = 127  # each 8-bit counter field takes 2 adds per block
@@ -185,21 +184,7 @@ def check_sparsify_input(y1: torch.Tensor) -> None:
     check_multiple("y1", y1.shape[1], 2 * COL_BLOCK, "the column (hidden) count")
     if y1.stride(1) != 1 or y1.stride(0) % 4:
         raise ValueError(f"y1 must have unit stride along its last dimension and a row stride that is a multiple of 4, got strides {y1.stride()}")
-    if y1.is_cuda:
-        problem = _not_hopper(y1.device.index if y1.device.index is not None else torch.cuda.current_device())
-        if problem:
-            raise RuntimeError(problem)
-
-
-@functools.lru_cache(maxsize=None)
-def _not_hopper(device_index: int) -> str | None:
-    """Why the packer cannot run on this GPU, or None (cached: checked on every call)."""
-    major, minor = torch.cuda.get_device_capability(device_index)
-    if major == 9:
-        return None
-    return (f"y1 is on cuda:{device_index}, {torch.cuda.get_device_name(device_index)} (compute capability "
-            f"{major}.{minor}): sparsify_pack writes cuSPARSELt's sm90 layout with sm90 instructions and needs "
-            f"a Hopper GPU (compute capability 9.x)")
+    check_hopper("y1", y1, "sparsify_pack writes cuSPARSELt's sm90 layout with sm90 instructions")
 
 
 def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: int | None = None,

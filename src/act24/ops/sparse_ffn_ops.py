@@ -1,7 +1,8 @@
-"""Custom ops of the sparse FFN forward: pack the activation, multiply by the packed operand.
+"""Custom ops of the sparse FFN forward: pack the activation (or compute GEMM1 and pack it in one
+kernel), multiply by the packed operand.
 
 Autograd: the packed operand is bit-packed values and metadata, so it takes no gradient
-(sparsify_pack's backward raises, naming the module to train with); sparse_mm's gradient
+(sparsify_pack's and gemm_relu2_pack's backwards raise, naming the module to train with); sparse_mm's gradient
 for its dense operand is the decoded operand's transpose times the output gradient.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 import torch
 
 from ..gemm import cusparselt
+from ..kernels import gemm_relu2_pack as _fused
 from ..kernels import sparsify_pack as _pack
+from ..reference.cusparselt_layout import buffer_shape
 from ..reference.cusparselt_layout import unpack_dense
 
 
@@ -31,6 +34,17 @@ def _(y1, count=True):
     return y1.new_empty(M, K * 9 // 16), counts, torch.empty_like(counts)
 
 
+@torch.library.custom_op("act24::gemm_relu2_pack", mutates_args=())
+def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+    """relu(x @ w1.T)**2 under the token-wise 2:4 mask, packed for cuSPARSELt, in one kernel (sm90, bf16)."""
+    return _fused.gemm_relu2_pack(x, w1)
+
+
+@gemm_relu2_pack.register_fake
+def _(x, w1):
+    return x.new_empty(buffer_shape(x.shape[0], w1.shape[0])[0])
+
+
 @torch.library.custom_op("act24::sparse_mm", mutates_args=())
 def sparse_mm(packed: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:
     """A @ b for the packed 2:4 operand A [rows, b.shape[0]]."""
@@ -43,11 +57,12 @@ def _(packed, b, rows):
 
 
 def _packed_has_no_gradient(ctx, *grads):
-    raise RuntimeError("act24::sparsify_pack returns a bit-packed operand, which has no gradient: train with "
+    raise RuntimeError("act24's packing ops return a bit-packed operand, which has no gradient: train with "
                        "act24.SquaredReLUFFN (its sparse mode has a fused backward)")
 
 
-sparsify_pack.register_autograd(_packed_has_no_gradient, setup_context=lambda ctx, inputs, output: None)
+for _op in (sparsify_pack, gemm_relu2_pack):
+    _op.register_autograd(_packed_has_no_gradient, setup_context=lambda ctx, inputs, output: None)
 
 
 def _sparse_mm_setup(ctx, inputs, output):

@@ -1,0 +1,72 @@
+"""GEMM1 of the sparse FFN forward with ReLU², the 2:4 selection and the packing as its epilogue
+(sm90, bf16; CUTLASS kernel in cuda/gemm_relu2_pack.cu, compiled at first use by cuda_build).
+
+`gemm_relu2_pack(x, w1)` returns, byte for byte, `sparsify_pack(y1, count=False).packed` for
+y1 = bf16(x @ w1.T) as this GEMM accumulates it; y1 itself is never written, which saves its round
+trip through memory and the packer's launch. Only the accumulation order differs from cuBLAS's y1
+(bf16 rounding of the same fp32 sums: checked exactly on integer inputs). It does not count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+
+from ..reference.checks import check_multiple, check_ndim, check_same_device
+from ..reference.cusparselt_layout import buffer_shape
+from . import cuda_build
+from .top2 import check_hopper
+
+ROW_MULTIPLE = 64  # tokens: the packed layout's metadata blocks
+HIDDEN_MULTIPLE = 64
+MODEL_MULTIPLE = 8  # x's and w1's rows must be 16-byte aligned for the GEMM's TMA loads
+
+
+@functools.lru_cache(maxsize=None)
+def _library() -> ctypes.CDLL:
+    lib = cuda_build.load_library("gemm_relu2_pack")
+    lib.act24_gemm_relu2_pack.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3 + [ctypes.c_void_p]
+    lib.act24_gemm_relu2_pack.restype = ctypes.c_int
+    return lib
+
+
+def check_inputs(x: torch.Tensor, w1: torch.Tensor) -> None:
+    for name, t in (("x", x), ("w1", w1)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != torch.bfloat16:
+            raise TypeError(f"{name} must be bfloat16 (the fused GEMM is built for bf16), got {t.dtype}")
+        check_ndim(name, t, ndim=2)
+    if x.shape[1] != w1.shape[1]:
+        raise ValueError(f"x [T, d] and w1 [hidden, d] must share d, got {tuple(x.shape)} and {tuple(w1.shape)}")
+    check_multiple("x", x.shape[0], ROW_MULTIPLE, "the row (token) count")
+    check_multiple("w1", w1.shape[0], HIDDEN_MULTIPLE, "the row (hidden) count")
+    check_multiple("x", x.shape[1], MODEL_MULTIPLE, "the column (model) count")
+    for name, t in (("x", x), ("w1", w1)):
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous (row-major), got strides {t.stride()}")
+        if not t.is_cuda:
+            raise ValueError(f"{name} must be on a CUDA device, got {t.device}")
+        if t.data_ptr() % 16:
+            raise ValueError(f"{name} must start at a 16-byte aligned address (TMA loads), got {t.data_ptr():#x}")
+    check_same_device("w1", w1, "x", x)
+    check_hopper("x", x, "the fused GEMM runs sm90 tensor-core instructions")
+
+
+def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+    """The packed 2:4 operand of relu(x @ w1.T)**2, in cuSPARSELt's layout ([T, hidden * 9/16], bf16).
+
+    Raises cuda_build.BuildUnavailable where the kernel cannot be built (no nvcc or CUTLASS)."""
+    check_inputs(x, w1)
+    (M, K), N = x.shape, w1.shape[0]
+    packed = torch.empty(buffer_shape(M, N)[0], dtype=x.dtype, device=x.device)
+    lib = _library()
+    with torch.cuda.device(x.device):  # the kernel launches on the current device's current stream
+        stream = torch.cuda.current_stream().cuda_stream
+        status = lib.act24_gemm_relu2_pack(x.data_ptr(), w1.data_ptr(), packed.data_ptr(), M, N, K, stream)
+    if status:
+        raise RuntimeError(f"the fused GEMM failed to launch (status {status}) for x {tuple(x.shape)}, "
+                           f"w1 {tuple(w1.shape)}")
+    return packed
