@@ -190,7 +190,7 @@ def test_gpu_realistic_operands_match_the_reference():
 @pytest.mark.gpu
 def test_gpu_bad_input_is_rejected():
     x, w1 = integer_operands(64, 64, 64)
-    with pytest.raises(ValueError, match="w1 is on cpu but x is on cuda"):
+    with pytest.raises(ValueError, match="w1 must be on a CUDA device, got cpu"):
         fused.gemm_relu2_pack(x, w1.cpu())
     with pytest.raises(ValueError, match="16-byte aligned"):
         fused.gemm_relu2_pack(torch.zeros(64 * 64 + 1, dtype=BF16, device="cuda")[1:].view(64, 64), w1)
