@@ -29,6 +29,7 @@ BF16 = torch.bfloat16
     ((100, 64), (64, 64), BF16, "x: the row \\(token\\) count must be a multiple of 64", ValueError),
     ((64, 64), (96, 64), BF16, "w1: the row \\(hidden\\) count must be a multiple of 64", ValueError),
     ((64, 12), (64, 12), BF16, "x: the column \\(model\\) count must be a multiple of 8", ValueError),
+    ((0, 64), (64, 64), BF16, "x must have at least one row", ValueError),
     ((64, 64), (64, 64), BF16, "x must be on a CUDA device", ValueError),
 ])
 def test_bad_input_names_the_argument_and_the_rule(x_shape, w1_shape, dtype, match, error):
@@ -63,8 +64,12 @@ def test_cutlass_is_found_through_the_environment(tmp_path, monkeypatch):
 def test_missing_toolchain_raises_build_unavailable(monkeypatch, missing, match):
     monkeypatch.setattr(cuda_build, "find_nvcc", lambda: None if missing == "nvcc" else "/usr/bin/nvcc")
     monkeypatch.setattr(cuda_build, "find_cutlass", lambda: None)
-    with pytest.raises(cuda_build.BuildUnavailable, match=match):
-        cuda_build.load_library("gemm_relu2_pack")
+    cuda_build.load_library.cache_clear()  # a library loaded by an earlier test would answer instead
+    try:
+        with pytest.raises(cuda_build.BuildUnavailable, match=match):
+            cuda_build.load_library("gemm_relu2_pack")
+    finally:
+        cuda_build.load_library.cache_clear()
 
 
 @pytest.mark.skipif(cuda_build.find_nvcc() is None or cuda_build.find_cutlass() is None,
@@ -77,9 +82,11 @@ def test_the_kernel_compiles_once_and_is_cached(tmp_path, monkeypatch):
         assert hasattr(lib, "act24_gemm_relu2_pack")
         built = list(tmp_path.glob("gemm_relu2_pack-*.so"))
         assert len(built) == 1 and not list(tmp_path.glob("*.partial"))
+        stamp = built[0].stat().st_mtime_ns
         cuda_build.load_library.cache_clear()
-        cuda_build.load_library("gemm_relu2_pack")  # from the cache: same file, nothing rebuilt
-        assert list(tmp_path.glob("gemm_relu2_pack-*.so")) == built
+        monkeypatch.setattr(cuda_build, "_build", lambda *args: pytest.fail("rebuilt a cached library"))
+        cuda_build.load_library("gemm_relu2_pack")
+        assert built[0].stat().st_mtime_ns == stamp
     finally:
         cuda_build.load_library.cache_clear()
 
@@ -88,15 +95,16 @@ def test_the_kernel_compiles_once_and_is_cached(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fresh_decision():
-    backend._fused_gemm1_reason.cache_clear()
+    backend._fused_gemm1_decisions.clear()
     yield
-    backend._fused_gemm1_reason.cache_clear()
+    backend._fused_gemm1_decisions.clear()
 
 
 def test_reasons_it_stays_off(monkeypatch, fresh_decision):
+    monkeypatch.delenv("ACT24_FUSED_GEMM1", raising=False)
     assert "reference backend" in backend.fused_gemm1_reason(torch.device("cpu"), BF16)
     assert "built for bfloat16" in backend.fused_gemm1_reason(torch.device("cpu"), torch.float16)
-    backend._fused_gemm1_reason.cache_clear()
+    backend._fused_gemm1_decisions.clear()
     monkeypatch.setenv("ACT24_FUSED_GEMM1", "0")
     assert "ACT24_FUSED_GEMM1=0" in backend.fused_gemm1_reason(torch.device("cpu"), BF16)
 
@@ -215,3 +223,37 @@ def test_gpu_self_check_failure_falls_back_with_one_warning(monkeypatch, fresh_d
     assert reason == "the fused GEMM1's output differs from cuBLAS + the packer"
     assert sum("two kernels" in str(w.message) for w in caught) == 1
     assert not backend.use_fused_gemm1(device, BF16, 1024)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1000, 4096])
+def test_gpu_module_inference_runs_the_fused_kernel(monkeypatch, T):
+    from act24 import SquaredReLUFFN
+    from act24.ffn import dispatch
+
+    if backend.fused_gemm1_reason(torch.device("cuda"), BF16) is not None:
+        pytest.skip(backend.fused_gemm1_reason(torch.device("cuda"), BF16))
+    calls = []
+    real = ops.gemm_relu2_pack
+    monkeypatch.setattr(ops, "gemm_relu2_pack", lambda x, w1: calls.append(x.shape) or real(x, w1))
+    ffn = SquaredReLUFFN(1024, 4096, sparse=True).cuda().to(BF16).eval()
+    x = torch.randn(T, 1024, device="cuda", dtype=BF16)
+    with torch.inference_mode(), dispatch.sparse_threshold_override(0):
+        y = ffn(x)
+        assert calls == [(64 * ((T + 63) // 64), 1024)]
+        monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d: False)
+        unfused = ffn(x)
+    assert rel_err(y, unfused) < 1e-2  # the same up to GEMM1's accumulation order
+
+
+@pytest.mark.gpu
+def test_gpu_op_registration_and_no_gradient():
+    x, w1 = integer_operands(128, 256, 64)
+    try:
+        fused.gemm_relu2_pack(x, w1)
+    except cuda_build.BuildUnavailable as e:
+        pytest.skip(str(e))
+    torch.library.opcheck(ops.gemm_relu2_pack, (x, w1), test_utils=("test_schema", "test_faketensor"))
+    packed = ops.gemm_relu2_pack(x.float().requires_grad_().to(BF16), w1)
+    with pytest.raises(RuntimeError, match="no gradient"):
+        packed.float().sum().backward()

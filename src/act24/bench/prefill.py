@@ -169,6 +169,7 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
         "converted_mlps": len(report.converted),
         "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)",
         "agreement": check,
-        "fused_gemm1": backend.fused_gemm1_reason(dev, dtype) or "on",
+        "fused_gemm1": ("on" if backend.use_fused_gemm1(dev, dtype, cfg.hidden_size)
+                        else backend.fused_gemm1_reason(dev, dtype) or f"off above d={backend.FUSED_GEMM1_MAX_D}"),
     }
     return rows, meta

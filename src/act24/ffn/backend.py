@@ -134,14 +134,15 @@ def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, h
 
 # Fused GEMM1 (kernels/gemm_relu2_pack.py): GEMM1 with the packer as its epilogue, for inference.
 # Measured on the H200 at T=16384 (results/fused_gemm_pack.json): forward 1.18x against compiled dense at
-# d=4096 (1.14x unfused) and 1.23x at d=2048 (1.10x), but 2% slower than unfused at d=8192, where
-# CUTLASS's main loop trails cuBLAS's by more than the packer costs. Off above this d.
+# d=4096 (1.14x unfused) and 1.23x at d=2048 (1.10x), but 2% slower than unfused at d=8192, where its
+# epilogue is no longer hidden behind the main loop. Off above this d.
 FUSED_GEMM1_MAX_D = 4096
 
 
 def fused_gemm1_self_check(device: torch.device) -> str | None:
     """Build the fused GEMM1 and compare it with cuBLAS + the packer on integer inputs (exact sums, so
-    the accumulation order cannot matter); None if byte-identical, else why it is off."""
+    the accumulation order cannot matter); None if byte-identical, else why it is off. A missing
+    toolchain raises cuda_build.BuildUnavailable."""
     from ..kernels import cuda_build
     from ..kernels.gemm_relu2_pack import gemm_relu2_pack
     from ..kernels.sparsify_pack import sparsify_pack
@@ -152,8 +153,8 @@ def fused_gemm1_self_check(device: torch.device) -> str | None:
     x[:64] = 0  # all-zero groups; elsewhere ties abound
     try:
         ours = gemm_relu2_pack(x, w1)
-    except cuda_build.BuildUnavailable as e:
-        return str(e)
+    except cuda_build.BuildUnavailable:
+        raise
     except Exception as e:  # nvcc failed, or the kernel cannot run here
         return f"the fused GEMM1 failed its self-check: {type(e).__name__}: {e}"
     theirs = sparsify_pack((x.float() @ w1.float().t()).to(torch.bfloat16), count=False).packed
@@ -162,15 +163,30 @@ def fused_gemm1_self_check(device: torch.device) -> str | None:
     return None
 
 
+_fused_gemm1_decisions: dict[tuple[torch.device, torch.dtype], str | None] = {}
+
+
 def fused_gemm1_reason(device: torch.device, dtype: torch.dtype) -> str | None:
-    """None if the inference forward may compute GEMM1 and the packing in one kernel here, else why not."""
+    """None if the inference forward may compute GEMM1 and the packing in one kernel here, else why not.
+
+    Decided once per device and dtype (ACT24_FUSED_GEMM1 is read then). Not while a CUDA graph is being
+    captured, where the self-check could not run: such a call gets the two kernels and decides nothing."""
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    return _fused_gemm1_reason(device, dtype)
+    key = (device, dtype)
+    if key not in _fused_gemm1_decisions:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return "not decided during CUDA-graph capture (run one call before capturing)"
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():  # tracing (export, make_fx) must not turn the self-check's tensors fake
+            _fused_gemm1_decisions[key] = _decide_fused_gemm1(device, dtype)
+    return _fused_gemm1_decisions[key]
 
 
-@functools.lru_cache(maxsize=None)
-def _fused_gemm1_reason(device: torch.device, dtype: torch.dtype) -> str | None:
+def _decide_fused_gemm1(device: torch.device, dtype: torch.dtype) -> str | None:
+    from ..kernels import cuda_build
+
     if os.environ.get("ACT24_FUSED_GEMM1", "1") == "0":
         return "turned off by ACT24_FUSED_GEMM1=0"
     if dtype != torch.bfloat16:
@@ -178,10 +194,12 @@ def _fused_gemm1_reason(device: torch.device, dtype: torch.dtype) -> str | None:
     backend = backend_for(device, dtype)
     if backend.name != "cusparselt":
         return f"the {backend.name} backend runs here ({backend.reason})"
-    problem = fused_gemm1_self_check(device)
-    if problem is not None and not problem.startswith(("nvcc was not found", "CUTLASS's headers")):
-        # a missing toolchain is a documented option; a failed build or check is worth one warning
-        warnings.warn(f"act24: GEMM1 and the packer run as two kernels ({problem})", RuntimeWarning, stacklevel=4)
+    try:
+        problem = fused_gemm1_self_check(device)
+    except cuda_build.BuildUnavailable as e:
+        return str(e)  # a missing toolchain is a documented option, not worth a warning
+    if problem is not None:
+        warnings.warn(f"act24: GEMM1 and the packer run as two kernels ({problem})", RuntimeWarning, stacklevel=5)
     return problem
 
 

@@ -1,5 +1,6 @@
-"""The sparse FFN on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2; the training
-version also saves the packed activation for the fused sparse backward."""
+"""The sparse FFN on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2 (for inference in bf16,
+GEMM1 and the packing can be one kernel); the training version also saves the packed activation for the
+fused sparse backward."""
 
 from __future__ import annotations
 
@@ -42,10 +43,10 @@ def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torc
     Without counts or bias, bf16 GEMM1 and the packing run as one kernel where it was measured faster
     (ffn/backend.py: use_fused_gemm1)."""
     T = x.shape[0]
-    if (not count and b1 is None and x.dtype == w1.dtype == torch.bfloat16
+    if (not count and b1 is None and T > 0 and x.dtype == w1.dtype == torch.bfloat16
             and use_fused_gemm1(x.device, x.dtype, x.shape[1])):
-        padded = _pad_tokens(x).contiguous()
-        packed = ops.gemm_relu2_pack(padded, w1.contiguous())
+        padded = _pad_tokens(x)
+        packed = ops.gemm_relu2_pack(padded, w1)
         return ops.sparse_mm(packed, w2.t(), padded.shape[0])[:T], None, None
     y1 = F.linear(_pad_tokens(x), w1, b1)
     if b1 is not None and count:

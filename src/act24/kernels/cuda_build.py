@@ -18,11 +18,15 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import threading
 
 SOURCE_DIR = pathlib.Path(__file__).parent / "cuda"
 # -DNDEBUG matters: with CUTLASS's device-side asserts compiled in, its sm90 GEMMs ran up to 1.5x slower
 FLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "-arch=sm_90a", "--expt-relaxed-constexpr", "-diag-suppress", "20012,177",
          "-Xcompiler", "-fPIC", "-shared")
+
+
+_build_lock = threading.Lock()  # one build at a time in a process (e.g. a thread per GPU); processes write their own files
 
 
 class BuildUnavailable(RuntimeError):
@@ -83,16 +87,21 @@ def load_library(name: str) -> ctypes.CDLL:
         raise BuildUnavailable("CUTLASS's headers were not found (pip install 'act24[cutlass]', or set "
                                "ACT24_CUTLASS_DIR to a CUTLASS checkout)")
     out = cache_dir() / f"{name}-{library_key(name, nvcc, cutlass)}.so"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        print(f"act24: compiling {name}.cu for sm90 (once, under a minute; cached in {out.parent})",
-              file=sys.stderr, flush=True)
-        partial = out.with_name(f"{out.name}.{os.getpid()}.partial")  # ranks building at once each write their own
-        command = [nvcc, *FLAGS, "-I", str(cutlass / "include"), "-I", str(SOURCE_DIR),
-                   str(SOURCE_DIR / f"{name}.cu"), "-o", str(partial)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode:
-            partial.unlink(missing_ok=True)
-            raise RuntimeError(f"nvcc failed to build {name}.cu ({' '.join(command)}):\n{result.stderr[-4000:]}")
-        os.replace(partial, out)  # atomic: a library is either whole or absent
+    with _build_lock:
+        if not out.is_file():
+            _build(name, nvcc, cutlass, out)
     return ctypes.CDLL(str(out))
+
+
+def _build(name: str, nvcc: str, cutlass: pathlib.Path, out: pathlib.Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"act24: compiling {name}.cu for sm90 (once, under a minute; cached in {out.parent})",
+          file=sys.stderr, flush=True)
+    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")  # processes building at once each write their own
+    command = [nvcc, *FLAGS, "-I", str(cutlass / "include"), "-I", str(SOURCE_DIR),
+               str(SOURCE_DIR / f"{name}.cu"), "-o", str(partial)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"nvcc failed to build {name}.cu ({' '.join(command)}):\n{result.stderr[-4000:]}")
+    os.replace(partial, out)  # atomic: a library is either whole or absent

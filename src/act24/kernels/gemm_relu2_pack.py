@@ -17,11 +17,14 @@ import torch
 from ..reference.checks import check_multiple, check_ndim, check_same_device
 from ..reference.cusparselt_layout import buffer_shape
 from . import cuda_build
+from .sparsify_pack import COL_BLOCK, ROW_BLOCK
 from .top2 import check_hopper
 
-ROW_MULTIPLE = 64  # tokens: the packed layout's metadata blocks
-HIDDEN_MULTIPLE = 64
-MODEL_MULTIPLE = 8  # x's and w1's rows must be 16-byte aligned for the GEMM's TMA loads
+# the packed layout's 64-row metadata blocks; hidden as for the packer (whole 64-column strips); x's and
+# w1's rows 16-byte aligned for the GEMM's TMA loads
+ROW_MULTIPLE, HIDDEN_MULTIPLE, MODEL_MULTIPLE = ROW_BLOCK, 2 * COL_BLOCK, 8
+_STATUS = {2: "CUTLASS asked for a workspace", 3: "CUTLASS cannot implement this problem",
+           4: "the kernel's initialisation failed", 5: "the launch failed"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -39,6 +42,8 @@ def check_inputs(x: torch.Tensor, w1: torch.Tensor) -> None:
         if t.dtype != torch.bfloat16:
             raise TypeError(f"{name} must be bfloat16 (the fused GEMM is built for bf16), got {t.dtype}")
         check_ndim(name, t, ndim=2)
+    if x.shape[0] == 0:
+        raise ValueError("x must have at least one row (token), got shape (0, d)")
     if x.shape[1] != w1.shape[1]:
         raise ValueError(f"x [T, d] and w1 [hidden, d] must share d, got {tuple(x.shape)} and {tuple(w1.shape)}")
     check_multiple("x", x.shape[0], ROW_MULTIPLE, "the row (token) count")
@@ -67,6 +72,6 @@ def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
         stream = torch.cuda.current_stream().cuda_stream
         status = lib.act24_gemm_relu2_pack(x.data_ptr(), w1.data_ptr(), packed.data_ptr(), M, N, K, stream)
     if status:
-        raise RuntimeError(f"the fused GEMM failed to launch (status {status}) for x {tuple(x.shape)}, "
-                           f"w1 {tuple(w1.shape)}")
+        raise RuntimeError(f"the fused GEMM failed: {_STATUS.get(status, f'status {status}')} (x {tuple(x.shape)}, "
+                           f"w1 {tuple(w1.shape)})")
     return packed

@@ -13,7 +13,6 @@ import torch
 from ..gemm import cusparselt
 from ..kernels import gemm_relu2_pack as _fused
 from ..kernels import sparsify_pack as _pack
-from ..reference.cusparselt_layout import buffer_shape
 from ..reference.cusparselt_layout import unpack_dense
 
 
@@ -34,15 +33,22 @@ def _(y1, count=True):
     return y1.new_empty(M, K * 9 // 16), counts, torch.empty_like(counts)
 
 
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """t, contiguous and 16-byte aligned (the GEMM's TMA loads): copied only when it is not."""
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
 @torch.library.custom_op("act24::gemm_relu2_pack", mutates_args=())
 def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
-    """relu(x @ w1.T)**2 under the token-wise 2:4 mask, packed for cuSPARSELt, in one kernel (sm90, bf16)."""
-    return _fused.gemm_relu2_pack(x, w1)
+    """relu(x @ w1.T)**2 under the token-wise 2:4 mask, packed for cuSPARSELt, in one kernel (sm90, bf16;
+    x's rows a multiple of 64)."""
+    return _fused.gemm_relu2_pack(_aligned(x), _aligned(w1))
 
 
 @gemm_relu2_pack.register_fake
 def _(x, w1):
-    return x.new_empty(buffer_shape(x.shape[0], w1.shape[0])[0])
+    return x.new_empty(x.shape[0], w1.shape[0] * 9 // 16)  # the packed layout's size for 64-row multiples
 
 
 @torch.library.custom_op("act24::sparse_mm", mutates_args=())

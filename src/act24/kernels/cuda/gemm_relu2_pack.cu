@@ -36,8 +36,8 @@ using StrideB = cutlass::gemm::TagToStrideB_t<cutlass::layout::ColumnMajor>;
 
 extern "C" {
 
-// 0 on success; 3: the problem is not implementable (M or N not a multiple of 64, K not of 8),
-// 4: initialisation failed, 5: the launch failed.
+// 0 on success; 2: CUTLASS asks for a workspace (none is passed); 3: the problem is not implementable
+// (M or N not a multiple of 64, K not of 8); 4: initialisation failed; 5: the launch failed.
 int act24_gemm_relu2_pack(const void* x, const void* w1, void* packed, int M, int N, int K, void* stream) {
   cutlass::KernelHardwareInfo hw;
   cudaGetDevice(&hw.device_id);
@@ -51,6 +51,7 @@ int act24_gemm_relu2_pack(const void* x, const void* w1, void* packed, int M, in
   args.scheduler.max_swizzle_size = 8;
   args.scheduler.raster_order = cutlass::gemm::kernel::detail::RasterOrderOptions::AlongN;
   Gemm gemm;
+  if (Gemm::get_workspace_size(args) != 0) return 2;
   if (gemm.can_implement(args) != cutlass::Status::kSuccess) return 3;
   if (gemm.initialize(args, nullptr, static_cast<cudaStream_t>(stream)) != cutlass::Status::kSuccess) return 4;
   return gemm.run(static_cast<cudaStream_t>(stream)) == cutlass::Status::kSuccess ? 0 : 5;
