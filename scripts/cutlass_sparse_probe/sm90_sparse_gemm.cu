@@ -5,7 +5,7 @@
 // ("row", like x for the weight gradients). Each config is one tile shape, cluster and schedule.
 //
 // Build (CUTLASS headers only; no CUTLASS build step):
-//   nvcc -std=c++17 -O3 -arch=sm_90a --expt-relaxed-constexpr -Xcompiler -fPIC -shared \
+//   nvcc -std=c++17 -O3 -DNDEBUG -arch=sm_90a --expt-relaxed-constexpr -Xcompiler -fPIC -shared \
 //        -I $CUTLASS/include -I $CUTLASS/tools/util/include sm90_sparse_gemm.cu -o libsm90_sparse_gemm.so
 
 #include <cstdint>
