@@ -1,5 +1,5 @@
-"""The sparse FFN on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2 (for inference, GEMM1
-and the packing can be one kernel); the training version also saves the packed activation for the
+"""The sparse FFN on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2 (for inference in bf16,
+GEMM1 and the packing can be one kernel); the training version also saves the packed activation for the
 fused sparse backward."""
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torc
     """y = (relu(x @ w1.T + b1)**2 * m) @ w2.T; returns (y, kept per feature, non-zeros per feature),
     the counts None unless `count`.
 
-    Without counts or bias, GEMM1 and the packing run as one kernel where it was measured faster
+    Without counts or bias, bf16 GEMM1 and the packing run as one kernel where it was measured faster
     (ffn/backend.py: use_fused_gemm1)."""
     T = x.shape[0]
-    if (not count and b1 is None and T > 0 and x.dtype == w1.dtype
+    if (not count and b1 is None and T > 0 and x.dtype == w1.dtype == torch.bfloat16
             and use_fused_gemm1(x.device, x.dtype, x.shape[1])):
         padded = _pad_tokens(x)
         packed = ops.gemm_relu2_pack(padded, w1)

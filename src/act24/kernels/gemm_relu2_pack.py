@@ -1,10 +1,10 @@
 """GEMM1 of the sparse FFN forward with ReLU², the 2:4 selection and the packing as its epilogue
-(sm90, bf16 or fp16; CUTLASS kernel in cuda/gemm_relu2_pack.cu, compiled at first use by cuda_build).
+(sm90, bf16; CUTLASS kernel in cuda/gemm_relu2_pack.cu, compiled at first use by cuda_build).
 
 `gemm_relu2_pack(x, w1)` returns, byte for byte, `sparsify_pack(y1, count=False).packed` for
-y1 = x @ w1.T as this GEMM accumulates it (rounded to x's dtype); y1 itself is never written, which saves its round
+y1 = bf16(x @ w1.T) as this GEMM accumulates it; y1 itself is never written, which saves its round
 trip through memory and the packer's launch. Only the accumulation order differs from cuBLAS's y1
-(16-bit rounding of the same fp32 sums: checked exactly on integer inputs). It does not count.
+(bf16 rounding of the same fp32 sums: checked exactly on integer inputs). It does not count.
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ from .top2 import check_hopper
 # the packed layout's 64-row metadata blocks; hidden as for the packer (whole 64-column strips); x's and
 # w1's rows 16-byte aligned for the GEMM's TMA loads
 ROW_MULTIPLE, HIDDEN_MULTIPLE, MODEL_MULTIPLE = ROW_BLOCK, 2 * COL_BLOCK, 8
-_DTYPE_CODES = {torch.bfloat16: 0, torch.float16: 1}  # the kernel's instantiations
-_STATUS = {1: "no kernel for this dtype", 2: "CUTLASS asked for a workspace", 3: "CUTLASS cannot implement this problem",
+_STATUS = {2: "CUTLASS asked for a workspace", 3: "CUTLASS cannot implement this problem",
            4: "the kernel's initialisation failed", 5: "the launch failed"}
 
 
 @functools.lru_cache(maxsize=None)
 def _library() -> ctypes.CDLL:
     lib = cuda_build.load_library("gemm_relu2_pack")
-    lib.act24_gemm_relu2_pack.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3 + [ctypes.c_void_p]
+    lib.act24_gemm_relu2_pack.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3 + [ctypes.c_void_p]
     lib.act24_gemm_relu2_pack.restype = ctypes.c_int
     return lib
 
@@ -40,11 +39,9 @@ def check_inputs(x: torch.Tensor, w1: torch.Tensor) -> None:
     for name, t in (("x", x), ("w1", w1)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _DTYPE_CODES:
-            raise TypeError(f"{name} must be bfloat16 or float16 (the fused GEMM's 16-bit tensor cores), got {t.dtype}")
+        if t.dtype != torch.bfloat16:
+            raise TypeError(f"{name} must be bfloat16 (the fused GEMM is built for bf16), got {t.dtype}")
         check_ndim(name, t, ndim=2)
-    if w1.dtype != x.dtype:
-        raise TypeError(f"w1 has dtype {w1.dtype} but x has {x.dtype}; they must match")
     if x.shape[0] == 0:
         raise ValueError("x must have at least one row (token), got shape (0, d)")
     if x.shape[1] != w1.shape[1]:
@@ -64,7 +61,7 @@ def check_inputs(x: torch.Tensor, w1: torch.Tensor) -> None:
 
 
 def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
-    """The packed 2:4 operand of relu(x @ w1.T)**2, in cuSPARSELt's layout ([T, hidden * 9/16], x's dtype).
+    """The packed 2:4 operand of relu(x @ w1.T)**2, in cuSPARSELt's layout ([T, hidden * 9/16], bf16).
 
     Raises cuda_build.BuildUnavailable where the kernel cannot be built (no nvcc or CUTLASS)."""
     check_inputs(x, w1)
@@ -73,8 +70,7 @@ def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
     lib = _library()
     with torch.cuda.device(x.device):  # the kernel launches on the current device's current stream
         stream = torch.cuda.current_stream().cuda_stream
-        status = lib.act24_gemm_relu2_pack(_DTYPE_CODES[x.dtype], x.data_ptr(), w1.data_ptr(), packed.data_ptr(),
-                                           M, N, K, stream)
+        status = lib.act24_gemm_relu2_pack(x.data_ptr(), w1.data_ptr(), packed.data_ptr(), M, N, K, stream)
     if status:
         raise RuntimeError(f"the fused GEMM failed: {_STATUS.get(status, f'status {status}')} (x {tuple(x.shape)}, "
                            f"w1 {tuple(w1.shape)})")

@@ -41,8 +41,8 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("act24::gemm_relu2_pack", mutates_args=())
 def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
-    """relu(x @ w1.T)**2 under the token-wise 2:4 mask, packed for cuSPARSELt, in one kernel (sm90, bf16 or
-    fp16; x's rows a multiple of 64)."""
+    """relu(x @ w1.T)**2 under the token-wise 2:4 mask, packed for cuSPARSELt, in one kernel (sm90, bf16;
+    x's rows a multiple of 64)."""
     return _fused.gemm_relu2_pack(_aligned(x), _aligned(w1))
 
 
