@@ -74,10 +74,15 @@ def decide_cuda_backend(
     return Backend("cusparselt", f"sm90 with cuSPARSELt {cusparselt} and Triton {triton}; packer self-check passed")
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """"cuda" as "cuda:<current>": "cuda" and "cuda:0" get one decision, one self-check."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def backend_for(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> Backend:
-    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0": one decision, one self-check
-        device = torch.device("cuda", torch.cuda.current_device())
-    return _backend_for(device, dtype)
+    return _backend_for(_indexed(device), dtype)
 
 
 @functools.lru_cache(maxsize=None)
@@ -171,8 +176,7 @@ def fused_gemm1_reason(device: torch.device, dtype: torch.dtype) -> str | None:
 
     Decided once per device and dtype (ACT24_FUSED_GEMM1 is read then). Not while a CUDA graph is being
     captured, where the self-check could not run: such a call gets the two kernels and decides nothing."""
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = _indexed(device)
     key = (device, dtype)
     if key not in _fused_gemm1_decisions:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():

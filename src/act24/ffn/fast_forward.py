@@ -43,16 +43,16 @@ def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torc
     Without counts or bias, bf16 GEMM1 and the packing run as one kernel where it was measured faster
     (ffn/backend.py: use_fused_gemm1)."""
     T = x.shape[0]
+    padded = _pad_tokens(x)
     if (not count and b1 is None and T > 0 and x.dtype == w1.dtype == torch.bfloat16
             and use_fused_gemm1(x.device, x.dtype, x.shape[1])):
-        padded = _pad_tokens(x)
         packed = ops.gemm_relu2_pack(padded, w1)
-        return ops.sparse_mm(packed, w2.t(), padded.shape[0])[:T], None, None
-    y1 = F.linear(_pad_tokens(x), w1, b1)
-    if b1 is not None and count:
-        y1[T:] = 0  # the bias would make padded tokens count in the per-feature statistics
-    packed, kept, nonzeros = ops.sparsify_pack(y1, count)
-    y = ops.sparse_mm(packed, w2.t(), y1.shape[0])
+    else:
+        y1 = F.linear(padded, w1, b1)
+        if b1 is not None and count:
+            y1[T:] = 0  # the bias would make padded tokens count in the per-feature statistics
+        packed, kept, nonzeros = ops.sparsify_pack(y1, count)
+    y = ops.sparse_mm(packed, w2.t(), padded.shape[0])
     return (y[:T], kept, nonzeros) if count else (y[:T], None, None)
 
 

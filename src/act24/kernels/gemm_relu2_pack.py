@@ -14,11 +14,10 @@ import functools
 
 import torch
 
-from ..reference.checks import check_multiple, check_ndim, check_same_device
+from ..reference.checks import check_hopper, check_multiple, check_ndim, check_same_device
 from ..reference.cusparselt_layout import buffer_shape
 from . import cuda_build
 from .sparsify_pack import COL_BLOCK, ROW_BLOCK
-from .top2 import check_hopper
 
 # the packed layout's 64-row metadata blocks; hidden as for the packer (whole 64-column strips); x's and
 # w1's rows 16-byte aligned for the GEMM's TMA loads

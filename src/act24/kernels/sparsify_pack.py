@@ -22,8 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..reference.checks import check_multiple, check_ndim
-from .top2 import INTERPRETED, TL_DTYPE, check_hopper, magnitude_key16, packed_regions, relu2_pair, rounded_bits16, select_2_of_4_keyed
+from ..reference.checks import check_hopper, check_multiple, check_ndim
+from .top2 import INTERPRETED, TL_DTYPE, magnitude_key16, packed_regions, relu2_pair, rounded_bits16, select_2_of_4_keyed
 
 ROW_BLOCK, COL_BLOCK = 64, 32  # one metadata block
 MAX_BLOCKS_PER_PROGRAM = 127  # each 8-bit counter field takes 2 adds per block

@@ -9,7 +9,6 @@ compressor does (the values there are zero either way).
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -19,21 +18,6 @@ import triton.language as tl
 TL_DTYPE = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}  # the 16-bit types the kernels take
 # Triton's CPU interpreter truncates fp32 -> bf16 casts: there rounded_bits16 rounds with integer arithmetic
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def check_hopper(name: str, t: torch.Tensor, why: str) -> None:
-    """Raise if CUDA tensor `t` is not on a Hopper GPU (the kernels' sm90 layout and instructions)."""
-    if t.is_cuda:
-        index = t.device.index if t.device.index is not None else torch.cuda.current_device()
-        major, minor = _capability(index)
-        if major != 9:
-            raise RuntimeError(f"{name} is on cuda:{index}, {torch.cuda.get_device_name(index)} (compute capability "
-                               f"{major}.{minor}): {why} and needs a Hopper GPU (compute capability 9.x)")
-
-
-@functools.lru_cache(maxsize=None)
-def _capability(device_index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(device_index)  # cached: checked on every call
 
 
 def packed_regions(packed: torch.Tensor, rows: int, cols: int):

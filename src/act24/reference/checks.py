@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
@@ -35,3 +37,18 @@ def check_same_device(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tens
 def check_same_dtype(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     if t.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; they must match")
+
+
+def check_hopper(name: str, t: torch.Tensor, why: str) -> None:
+    """Raise if CUDA tensor `t` is not on a Hopper GPU (the kernels' sm90 layout and instructions)."""
+    if t.is_cuda:
+        index = t.device.index if t.device.index is not None else torch.cuda.current_device()
+        major, minor = _capability(index)
+        if major != 9:
+            raise RuntimeError(f"{name} is on cuda:{index}, {torch.cuda.get_device_name(index)} (compute capability "
+                               f"{major}.{minor}): {why} and needs a Hopper GPU (compute capability 9.x)")
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(device_index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device_index)  # cached: checked on every call
