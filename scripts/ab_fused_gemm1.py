@@ -1,7 +1,8 @@
-"""The inference forward with and without the fused GEMM1, against compiled dense, alternated in one
-process (the same operands as `act24 bench ffn`). Writes OUT/fused_gemm1_ab.json.
+"""The inference forward (or with --train the training step, forward + backward) with and without the
+fused GEMM1, against compiled dense, alternated in one process (the operands of `act24 bench ffn`).
+Writes OUT/fused_gemm1_ab.json (--train: OUT/fused_gemm1_train_ab.json).
 
-Usage: PYTHONPATH=src python scripts/ab_fused_gemm1.py OUT [T,d,H ...]   (default 16384,4096,16384)
+Usage: PYTHONPATH=src python scripts/ab_fused_gemm1.py OUT [--train] [T,d,H ...]   (default 16384,4096,16384)
 """
 
 import argparse
@@ -10,38 +11,62 @@ import torch
 
 from act24.bench.common import alternating_medians, header, write_result
 from act24.bench.ffn_forward import compiled_baseline_and_operands
+from act24.bench.ffn_train import DENSE_FRACTION, PERM_SEED, _train_step
 from act24.ffn import fast_forward
+from act24.reference import dense_feature_count
 
 
-def forward(x, w1, w2, fused: bool):
-    def run():
+def with_fused(fused: bool, fn):
+    """fn(*args) with the fused GEMM1 allowed (where the package would use it) or not."""
+    def run(*args):
         chosen = fast_forward.use_fused_gemm1
         fast_forward.use_fused_gemm1 = lambda device, dtype, d: fused and chosen(device, dtype, d)
         try:
-            return fast_forward.sparse_forward(x, w1, w2, count=False)[0]
+            return fn(*args)
         finally:
             fast_forward.use_fused_gemm1 = chosen
     return run
 
 
+def inference_times(compiled, x, w1, w2) -> dict[str, float]:
+    def forward(fused):
+        return with_fused(fused, lambda: fast_forward.sparse_forward(x, w1, w2, count=False)[0])
+    with torch.inference_mode():
+        return alternating_medians({"compiled_dense": lambda: compiled(x, w1, w2),
+                                    "unfused": forward(False), "fused": forward(True)})
+
+
+def training_times(compiled, x, w1, w2) -> dict[str, float]:
+    num_dense = dense_feature_count(w1.shape[0], DENSE_FRACTION)
+    dy = torch.randn_like(x)
+    xs, w1s, w2s = (t.detach().requires_grad_() for t in (x, w1, w2))
+
+    def act24_step(fused):
+        forward = with_fused(fused, lambda a, b, c: fast_forward.sparse_train_forward(a, b, c, PERM_SEED, num_dense)[0])
+        return _train_step(forward, xs, w1s, w2s, dy)
+    return alternating_medians({"compiled_dense": _train_step(compiled, xs, w1s, w2s, dy),
+                                "unfused": act24_step(False), "fused": act24_step(True)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out")
+    parser.add_argument("--train", action="store_true", help="time the training step instead of the forward")
     parser.add_argument("shapes", nargs="*", default=["16384,4096,16384"], help="T,d,H")
     args = parser.parse_args()
     rows = []
     for shape in args.shapes:
         T, d, H = map(int, shape.split(","))
         compiled, x, w1, w2 = compiled_baseline_and_operands(T, d, H)
-        with torch.inference_mode():
-            times = alternating_medians({"compiled_dense": lambda: compiled(x, w1, w2),
-                                         "unfused": forward(x, w1, w2, False), "fused": forward(x, w1, w2, True)})
+        times = (training_times if args.train else inference_times)(compiled, x, w1, w2)
         row = {"T": T, "d": d, "H": H, **{f"{k}_ms": v for k, v in times.items()},
                "speedup_unfused": times["compiled_dense"] / times["unfused"],
                "speedup_fused": times["compiled_dense"] / times["fused"]}
         print(row, flush=True)
         rows.append(row)
-    write_result(args.out, "fused_gemm1_ab", {**header(), "rows": rows})
+    name = "fused_gemm1_train_ab" if args.train else "fused_gemm1_ab"
+    write_result(args.out, name, {**header(), "mode": "training step" if args.train else "inference forward",
+                                  "rows": rows})
 
 
 if __name__ == "__main__":

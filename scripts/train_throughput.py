@@ -1,7 +1,9 @@
 """Training throughput of the ~1B config (d=2048, hidden 8192, 24 layers, seq 4096), dense vs 2:4
 sparse FFNs, in one process on the same model; synthetic tokens. Writes OUT/train_throughput.json.
 
-Usage: PYTHONPATH=src python scripts/train_throughput.py OUT [--batch-size 4] [--steps 10]
+Usage: PYTHONPATH=src python scripts/train_throughput.py OUT [--batch-size 4] [--steps 10] [--compile]
+(--compile: each block torch.compiled, as `act24 train --compile`, for both modes; the JSON's name gets
+the suffix _compiled)
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--compile", action="store_true", help="torch.compile each block (fullgraph)")
     args = p.parse_args()
     cfg = preset("1b", ffn="relu2")
     torch.manual_seed(0)
     model = DecoderLM(cfg).cuda()
+    if args.compile:
+        for block in model.blocks:
+            block.compile(fullgraph=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     g = torch.Generator(device="cuda").manual_seed(0)
     tokens = torch.randint(0, cfg.vocab_size, (args.batch_size, cfg.seq_len + 1), device="cuda", generator=g)
@@ -51,10 +57,12 @@ def main() -> None:
         print(mode, result[mode][-1], flush=True)
     dense = max(result["dense"])
     row = {"config": f"1b: d={cfg.d_model}, hidden={cfg.hidden}, {cfg.n_layers} layers, seq {cfg.seq_len}, "
-                     f"batch {args.batch_size}, {model.num_params() / 1e9:.2f}B params, bf16 autocast, eager",
+                     f"batch {args.batch_size}, {model.num_params() / 1e9:.2f}B params, bf16 autocast, "
+                     f"{'blocks compiled' if args.compile else 'eager'}",
            "dense_tokens_per_s": dense, "sparse_tokens_per_s": result["sparse"][0],
            "speedup": result["sparse"][0] / dense, "dense_runs_tokens_per_s": result["dense"]}
-    write_result(args.out, "train_throughput", {**header(), "rows": [row]})
+    write_result(args.out, "train_throughput_compiled" if args.compile else "train_throughput",
+                 {**header(), "rows": [row]})
     print(row)
 
 

@@ -102,8 +102,11 @@ def fresh_decision():
 
 def test_reasons_it_stays_off(monkeypatch, fresh_decision):
     monkeypatch.delenv("ACT24_FUSED_GEMM1", raising=False)
-    assert "reference backend" in backend.fused_gemm1_reason(torch.device("cpu"), BF16)
-    assert "built for bfloat16" in backend.fused_gemm1_reason(torch.device("cpu"), torch.float16)
+    assert "a CUDA kernel" in backend.fused_gemm1_reason(torch.device("cpu"), BF16)
+    monkeypatch.setattr(backend, "backend_for", lambda device, dtype=BF16: backend.Backend("reference", "test"))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # a CPU build has no CUDA
+    assert "reference backend" in backend.fused_gemm1_reason(torch.device("cuda", 0), BF16)
+    assert "built for bfloat16" in backend.fused_gemm1_reason(torch.device("cuda", 0), torch.float16)
     backend._fused_gemm1_decisions.clear()
     monkeypatch.setenv("ACT24_FUSED_GEMM1", "0")
     assert "ACT24_FUSED_GEMM1=0" in backend.fused_gemm1_reason(torch.device("cpu"), BF16)
@@ -116,38 +119,82 @@ def test_used_only_up_to_the_measured_model_width(monkeypatch):
 
 
 def _stand_in_fused(calls):
-    def run(x, w1):  # what the kernel computes, from the packer (interpreted on the CPU)
-        calls.append(tuple(x.shape))
-        return sparsify_pack((x.float() @ w1.float().t()).to(x.dtype), count=False).packed
+    def run(x, w1, *, count=False):  # what the kernel computes, from the packer (interpreted on the CPU)
+        calls.append((tuple(x.shape), count))
+        return sparsify_pack((x.float() @ w1.float().t()).to(x.dtype), count=count)
     return run
 
 
-@pytest.mark.parametrize("T", [64, 100])
-def test_inference_forward_takes_the_fused_kernel_when_allowed(monkeypatch, T):
+def _as_op(kernel):
+    def op(x, w1, count=False):
+        out = kernel(x, w1, count=count)
+        return out.packed, out.kept_per_feature, out.nonzeros_per_feature
+    return op
+
+
+@pytest.mark.parametrize("T, count", [(64, False), (100, False), (100, True)])
+def test_inference_forward_takes_the_fused_kernel_when_allowed(monkeypatch, T, count):
     calls = []
     monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d: True)
-    monkeypatch.setattr(ops, "gemm_relu2_pack", _stand_in_fused(calls))
+    monkeypatch.setattr(ops, "gemm_relu2_pack", _as_op(_stand_in_fused(calls)))
     monkeypatch.setattr(ops, "sparse_mm", lambda packed, b, rows: decoded_mm(packed, b, rows))
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-3, 4, (T, 64), generator=g).to(BF16)
     w1 = torch.randint(-2, 3, (128, 64), generator=g).to(BF16)
     w2 = torch.randn(64, 128, generator=g).to(BF16)
-    y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, count=False)
-    assert calls == [(64 * ((T + 63) // 64), 64)]  # tokens padded to the layout's 64-row blocks
-    assert kept is None and nonzeros is None and y.shape == (T, 64)
-    expected = masked_activation(torch.relu((x.float() @ w1.float().t()).to(BF16).float()) ** 2).to(BF16)
+    y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, count=count)
+    assert calls == [((64 * ((T + 63) // 64), 64), count)]  # tokens padded to the layout's 64-row blocks
+    assert y.shape == (T, 64)
+    y2 = torch.relu((x.float() @ w1.float().t()).to(BF16).float()) ** 2
+    expected = masked_activation(y2).to(BF16)
     assert rel_err(y, (expected.float() @ w2.float().t())) < 1e-2
+    if count:  # the padded zero tokens count nothing
+        assert torch.equal(kept, (expected != 0).sum(0).int()) and torch.equal(nonzeros, (y2 != 0).sum(0).int())
+    else:
+        assert kept is None and nonzeros is None
 
 
-@pytest.mark.parametrize("case", ["count", "bias", "float16"])
-def test_counting_bias_or_float16_keep_the_two_kernels(monkeypatch, case):
+@pytest.mark.parametrize("case", ["bias", "float16"])
+def test_bias_or_float16_keep_the_two_kernels(monkeypatch, case):
     monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d: True)
-    monkeypatch.setattr(ops, "gemm_relu2_pack", lambda x, w1: pytest.fail("the fused kernel ran"))
+    monkeypatch.setattr(ops, "gemm_relu2_pack", lambda x, w1, count=False: pytest.fail("the fused kernel ran"))
     monkeypatch.setattr(ops, "sparse_mm", lambda packed, b, rows: decoded_mm(packed, b, rows))
     dtype = torch.float16 if case == "float16" else BF16
     x, w1, w2 = torch.randn(64, 64).to(dtype), torch.randn(128, 64).to(dtype), torch.randn(64, 128).to(dtype)
     b1 = torch.randn(128).to(dtype) if case == "bias" else None
-    fast_forward.sparse_forward(x, w1, w2, b1, count=case == "count")
+    fast_forward.sparse_forward(x, w1, w2, b1, count=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU tests cover the real kernel")
+@pytest.mark.parametrize("tokens", [128, 100])
+def test_training_forward_takes_the_counting_fused_kernel(monkeypatch, tokens):
+    """Same loss, gradients and counts as GEMM1 then the packer, the kernel replaced by its definition."""
+    import act24
+
+    fast, dense = backend.Backend("cusparselt", "test"), backend.Backend("dense-fallback", "32-bit")
+    monkeypatch.setattr(backend, "backend_for", lambda device, dtype=BF16: fast if dtype == BF16 else dense)
+    monkeypatch.setattr("act24.gemm.cusparselt.sparse_mm", decoded_mm)
+    calls = []
+    monkeypatch.setattr(fused, "gemm_relu2_pack", _stand_in_fused(calls))
+    g = torch.Generator().manual_seed(2)
+    ffn = act24.SquaredReLUFFN(64, 128, sparse=True, perm_seed=1, dense_fraction=0.1, dtype=BF16, track_stats=True)
+    with torch.no_grad():
+        ffn.w1.copy_(torch.randint(-2, 3, (128, 64), generator=g))
+    x = torch.randint(-3, 4, (tokens, 64), generator=g).to(BF16)
+    dy = torch.randn(tokens, 64, generator=g).to(BF16)
+    results = []
+    for allowed in (False, True):
+        monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d: allowed)
+        xr = x.clone().requires_grad_()
+        ffn.zero_grad()
+        ffn(xr).backward(dy)
+        results.append((xr.grad, ffn.w1.grad.clone(), ffn.w2.grad.clone(), ffn.last_stats))
+    assert calls == [((128, 64), True)]
+    (dx0, dw10, dw20, stats0), (dx1, dw11, dw21, stats1) = results
+    assert torch.equal(dx0, dx1) and torch.equal(dw10, dw11) and torch.equal(dw20, dw21)
+    assert stats0.dropped_fraction == stats1.dropped_fraction > 0
+    assert stats0.activation_sparsity == stats1.activation_sparsity
+    assert torch.equal(stats0.feature_density, stats1.feature_density)
 
 
 # --- on a Hopper GPU: bytes against the packer, bad input, the self-check's fallback ---
@@ -165,21 +212,28 @@ def integer_operands(M, N, K, seed=0):
     return x, w1
 
 
-def _fused_or_skip(x, w1):
+def _fused_or_skip(x, w1, count=False):
     try:
-        return fused.gemm_relu2_pack(x, w1)
+        return fused.gemm_relu2_pack(x, w1, count=count)
     except cuda_build.BuildUnavailable as e:
         pytest.skip(str(e))
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("M, N, K", [(64, 64, 8), (192, 320, 136), (1024, 4096, 512), (4096, 16384, 4096)])
-def test_gpu_bytes_equal_the_packer_on_exact_sums(M, N, K):
+@pytest.mark.parametrize("count", [False, True])
+def test_gpu_bytes_and_counts_equal_the_packer_on_exact_sums(M, N, K, count):
     x, w1 = integer_operands(M, N, K)
-    got = _fused_or_skip(x, w1)
-    expected = sparsify_pack((x.float() @ w1.float().t()).to(BF16), count=False).packed
-    assert got.shape == expected.shape
-    assert torch.equal(got.view(torch.int16), expected.view(torch.int16))
+    got = _fused_or_skip(x, w1, count)
+    expected = sparsify_pack((x.float() @ w1.float().t()).to(BF16), count=count)
+    assert got.packed.shape == expected.packed.shape
+    assert torch.equal(got.packed.view(torch.int16), expected.packed.view(torch.int16))
+    if count:
+        assert torch.equal(got.kept_per_feature, expected.kept_per_feature)
+        assert torch.equal(got.nonzeros_per_feature, expected.nonzeros_per_feature)
+        assert 0 < int(got.kept_per_feature.sum()) < int(got.nonzeros_per_feature.sum())
+    else:
+        assert got.kept_per_feature is None and got.nonzeros_per_feature is None
 
 
 @pytest.mark.gpu
@@ -187,7 +241,7 @@ def test_gpu_realistic_operands_match_the_reference():
     g = torch.Generator(device="cuda").manual_seed(1)
     x = torch.randn(1024, 2048, device="cuda", generator=g).to(BF16)
     w1 = (torch.randn(4096, 2048, device="cuda", generator=g) / 2048**0.5 - 0.02).to(BF16)
-    got = unpack_dense(_fused_or_skip(x, w1), 1024, 4096).float()
+    got = unpack_dense(_fused_or_skip(x, w1).packed, 1024, 4096).float()
     y1 = x @ w1.t()
     unfused = unpack_dense(sparsify_pack(y1, count=False).packed, 1024, 4096).float()
     reference = masked_activation(torch.relu(y1.float()) ** 2)
@@ -208,9 +262,9 @@ def test_gpu_bad_input_is_rejected():
 def test_gpu_self_check_failure_falls_back_with_one_warning(monkeypatch, fresh_decision):
     real = fused.gemm_relu2_pack
 
-    def corrupted(x, w1):
-        out = real(x, w1)
-        out.view(torch.int16)[-1] ^= 1  # one metadata bit
+    def corrupted(x, w1, count=False):
+        out = real(x, w1, count=count)
+        out.packed.view(torch.int16)[-1] ^= 1  # one metadata bit
         return out
     monkeypatch.setattr(fused, "gemm_relu2_pack", corrupted)
     device = torch.device("cuda", torch.cuda.current_device())
@@ -235,7 +289,7 @@ def test_gpu_module_inference_runs_the_fused_kernel(monkeypatch, T):
         pytest.skip(backend.fused_gemm1_reason(torch.device("cuda"), BF16))
     calls = []
     real = ops.gemm_relu2_pack
-    monkeypatch.setattr(ops, "gemm_relu2_pack", lambda x, w1: calls.append(x.shape) or real(x, w1))
+    monkeypatch.setattr(ops, "gemm_relu2_pack", lambda x, w1, count=False: calls.append(x.shape) or real(x, w1, count))
     ffn = SquaredReLUFFN(1024, 4096, sparse=True).cuda().to(BF16).eval()
     x = torch.randn(T, 1024, device="cuda", dtype=BF16)
     with torch.inference_mode(), dispatch.sparse_threshold_override(0):
@@ -250,7 +304,8 @@ def test_gpu_module_inference_runs_the_fused_kernel(monkeypatch, T):
 def test_gpu_op_registration_and_no_gradient():
     x, w1 = integer_operands(128, 256, 64)
     _fused_or_skip(x, w1)
-    torch.library.opcheck(ops.gemm_relu2_pack, (x, w1), test_utils=("test_schema", "test_faketensor"))
-    packed = ops.gemm_relu2_pack(x.float().requires_grad_().to(BF16), w1)
+    for count in (False, True):
+        torch.library.opcheck(ops.gemm_relu2_pack, (x, w1, count), test_utils=("test_schema", "test_faketensor"))
+    packed, _, _ = ops.gemm_relu2_pack(x.float().requires_grad_().to(BF16), w1)
     with pytest.raises(RuntimeError, match="no gradient"):
         packed.float().sum().backward()

@@ -11,8 +11,10 @@ import torch
 
 from .. import reference as ref
 from ..ffn import fast_forward
+from ..ffn.backend import use_fused_gemm1
 from ..gemm import cusparselt
 from ..kernels.backward_pack import backward_pack
+from ..kernels.gemm_relu2_pack import gemm_relu2_pack
 from ..kernels.sparsify_pack import sparsify_pack
 from ..kernels.transpose import transpose
 from .common import ROUNDS, alternating_medians, graph_timings, median_ms
@@ -81,6 +83,8 @@ def _parts(x, w1, w2, dy, num_dense) -> dict:
         "dense_features": median_ms(lambda: (ops.dy1_dense @ x_perm, ops.a_dense @ dy_perm)),
         "dw2_transpose": median_ms(lambda: transpose(torch.empty(H, x.shape[1], dtype=x.dtype, device=x.device))),
     }
+    if use_fused_gemm1(x.device, x.dtype, x.shape[1]):  # what the step runs instead of the first two parts
+        parts["fused_gemm1_pack"] = median_ms(lambda: gemm_relu2_pack(x, w1, count=True))
     y2 = ref.squared_relu(y1)
     dense_parts = {
         "dense_gemm1": parts["gemm1_dense"],
@@ -122,6 +126,7 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUNDS
                 "saved_activation_bytes_sparse": saved["sparse"],
                 "saved_fraction": saved["sparse"] / saved["dense_eager"],
                 "num_dense_features": num_dense,
+                "gemm1_fused": use_fused_gemm1(x.device, x.dtype, d),
                 **graphs,
             }
             with torch.no_grad():

@@ -10,6 +10,7 @@ and greedy-token agreement.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import statistics
 import time
@@ -31,10 +32,13 @@ CONFIGS = {
 }
 NEW_TOKENS = 33  # greedy continuation compared in the agreement check
 DECODE_STEPS, DECODE_WARMUP = 64, 8  # decode tokens timed per mode, after untimed ones
+# SDPA kernels tried for the prefill (torch.nn.attention.SDPBackend names); the dense model's fastest
+# times both modes: the baseline is the best dense model, and a slow attention would dilute the FFN's share
+ATTENTION_KERNELS = ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION")
 COLUMNS = [("T", "T", "d"), ("dense_ms", "dense ms", ".2f"), ("sparse_ms", "sparse ms", ".2f"),
            ("speedup", "speedup", ".3f"), ("decode_dense_tok_s", "decode dense tok/s", ".1f"),
            ("decode_sparse_tok_s", "decode sparse tok/s", ".1f"), ("decode_ratio", "decode ratio", ".3f"),
-           ("dropped_fraction", "dropped", ".3f")]
+           ("dropped_fraction", "dropped", ".3f"), ("attention_kernel", "attention", "s")]
 
 
 def build_model(config: str, device: torch.device, dtype: torch.dtype):
@@ -63,15 +67,50 @@ def mlp_stats(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:
     return (sum(s.activation_sparsity for s in stats) / len(stats), sum(s.dropped_fraction for s in stats) / len(stats))
 
 
-def prefill_ms(model, ids, rounds: int = ROUNDS) -> dict[str, float]:
-    """Median prefill time of each mode, the modes alternated (see alternating_medians)."""
+def attention_kernel(name: str | None):
+    """A context that makes SDPA run the named kernel (None: PyTorch's own choice)."""
+    if name is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(getattr(SDPBackend, name))
+
+
+def fastest_attention(model, ids) -> tuple[str | None, dict[str, float]]:
+    """(the SDPA kernel under which the dense model's prefill of ids is fastest, each kernel's dense ms);
+    kernels that cannot run this model are left out. One alternating round (A B C C B A)."""
+    set_sparse(model, False)
+
+    def prefill(name):
+        def run():
+            with attention_kernel(name):
+                return model(ids, use_cache=False, logits_to_keep=1)
+        return run
+
+    runnable = {}
+    for name in ATTENTION_KERNELS:
+        try:
+            prefill(name)()
+        except RuntimeError:  # e.g. no kernel of that kind for this dtype, head size or GPU
+            continue
+        runnable[name] = prefill(name)
+    if not runnable:
+        return None, {}
+    times = alternating_medians(runnable, rounds=1)
+    return min(times, key=times.get), times
+
+
+def prefill_ms(model, ids, rounds: int = ROUNDS, attention: str | None = None) -> dict[str, float]:
+    """Median prefill time of each mode, the modes alternated (see alternating_medians), SDPA running
+    the `attention` kernel."""
     ffns = ffn_modules(model)  # found once: the timed calls only flip the switch
 
     def prefill(sparse: bool):
         def run():
             for f in ffns:
                 f.sparse = sparse
-            return model(ids, use_cache=False, logits_to_keep=1)
+            with attention_kernel(attention):
+                return model(ids, use_cache=False, logits_to_keep=1)
         return run
 
     return alternating_medians({"dense": prefill(False), "sparse": prefill(True)}, rounds)
@@ -145,8 +184,10 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
     with torch.inference_mode():
         for T in tokens:
             ids = torch.randint(3, vocab, (1, T), generator=g).to(dev)
-            timed = prefill_ms(model, ids, rounds=rounds)
-            row = {"T": T, "dense_ms": timed["dense"], "sparse_ms": timed["sparse"]}
+            attention, attention_ms = fastest_attention(model, ids) if dev.type == "cuda" else (None, {})
+            timed = prefill_ms(model, ids, rounds=rounds, attention=attention)
+            row = {"T": T, "dense_ms": timed["dense"], "sparse_ms": timed["sparse"],
+                   "attention_kernel": attention, "dense_ms_by_attention_kernel": attention_ms}
             decode = decode_tokens_per_s(model, ids, steps=DECODE_STEPS if dev.type == "cuda" else 4)
             row["decode_dense_tok_s"], row["decode_sparse_tok_s"] = decode["dense"], decode["sparse"]
             row["decode_ratio"] = decode["sparse"] / decode["dense"]
@@ -165,6 +206,8 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
         "model": f"NemotronForCausalLM, random init, {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B params",
         "config": CONFIGS[config],
         "attention": getattr(model.config, "_attn_implementation", None),
+        "attention_kernel": "prefill: each row's fastest SDPA kernel for the dense model, both modes; decode and "
+                            "agreement: PyTorch's choice",
         "dtype": str(dtype).removeprefix("torch."),
         "converted_mlps": len(report.converted),
         "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)",

@@ -137,7 +137,7 @@ def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, h
     return "dense"
 
 
-# Fused GEMM1 (kernels/gemm_relu2_pack.py): GEMM1 with the packer as its epilogue, for inference.
+# Fused GEMM1 (kernels/gemm_relu2_pack.py): GEMM1 with the packer as its epilogue, counting for training.
 # Measured on the H200 at T=16384 (results/fused_gemm_pack.json): forward 1.18x against compiled dense at
 # d=4096 (1.14x unfused) and 1.23x at d=2048 (1.10x), but 2% slower than unfused at d=8192, where its
 # epilogue is no longer hidden behind the main loop. Off above this d.
@@ -146,8 +146,8 @@ FUSED_GEMM1_MAX_D = 4096
 
 def fused_gemm1_self_check(device: torch.device) -> str | None:
     """Build the fused GEMM1 and compare it with cuBLAS + the packer on integer inputs (exact sums, so
-    the accumulation order cannot matter); None if byte-identical, else why it is off. A missing
-    toolchain raises cuda_build.BuildUnavailable."""
+    the accumulation order cannot matter), with and without counting; None if the packed bytes and the
+    counts are identical, else why it is off. A missing toolchain raises cuda_build.BuildUnavailable."""
     from ..kernels import cuda_build
     from ..kernels.gemm_relu2_pack import gemm_relu2_pack
     from ..kernels.sparsify_pack import sparsify_pack
@@ -157,14 +157,18 @@ def fused_gemm1_self_check(device: torch.device) -> str | None:
     w1 = torch.randint(-2, 3, (512, 128), device=device, generator=gen).to(torch.bfloat16)
     x[:64] = 0  # all-zero groups; elsewhere ties abound
     try:
-        ours = gemm_relu2_pack(x, w1)
+        plain, counted = gemm_relu2_pack(x, w1), gemm_relu2_pack(x, w1, count=True)
     except cuda_build.BuildUnavailable:
         raise
     except Exception as e:  # nvcc failed, or the kernel cannot run here
         return f"the fused GEMM1 failed its self-check: {type(e).__name__}: {e}"
-    theirs = sparsify_pack((x.float() @ w1.float().t()).to(torch.bfloat16), count=False).packed
-    if not torch.equal(ours.view(torch.int16), theirs.view(torch.int16)):
-        return "the fused GEMM1's output differs from cuBLAS + the packer"
+    theirs = sparsify_pack((x.float() @ w1.float().t()).to(torch.bfloat16), count=True)
+    for ours in (plain, counted):
+        if not torch.equal(ours.packed.view(torch.int16), theirs.packed.view(torch.int16)):
+            return "the fused GEMM1's output differs from cuBLAS + the packer"
+    if not (torch.equal(counted.kept_per_feature, theirs.kept_per_feature)
+            and torch.equal(counted.nonzeros_per_feature, theirs.nonzeros_per_feature)):
+        return "the fused GEMM1's per-feature counts differ from the packer's"
     return None
 
 
@@ -193,6 +197,8 @@ def _decide_fused_gemm1(device: torch.device, dtype: torch.dtype) -> str | None:
 
     if os.environ.get("ACT24_FUSED_GEMM1", "1") == "0":
         return "turned off by ACT24_FUSED_GEMM1=0"
+    if device.type != "cuda":
+        return f"{device.type} device: the fused GEMM1 is a CUDA kernel"
     if dtype != torch.bfloat16:
         return f"{dtype} activations: the fused GEMM1 is built for bfloat16"
     backend = backend_for(device, dtype)

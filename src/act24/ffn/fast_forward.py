@@ -1,6 +1,6 @@
-"""The sparse FFN on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2 (for inference in bf16,
-GEMM1 and the packing can be one kernel); the training version also saves the packed activation for the
-fused sparse backward."""
+"""The sparse FFN on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2 (in bf16, GEMM1 and the
+packing can be one kernel); the training version also saves the packed activation for the fused sparse
+backward."""
 
 from __future__ import annotations
 
@@ -40,13 +40,12 @@ def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torc
     """y = (relu(x @ w1.T + b1)**2 * m) @ w2.T; returns (y, kept per feature, non-zeros per feature),
     the counts None unless `count`.
 
-    Without counts or bias, bf16 GEMM1 and the packing run as one kernel where it was measured faster
+    Without bias, bf16 GEMM1 and the packing run as one kernel where it was measured faster
     (ffn/backend.py: use_fused_gemm1)."""
     T = x.shape[0]
     padded = _pad_tokens(x)
-    if (not count and b1 is None and T > 0 and x.dtype == w1.dtype == torch.bfloat16
-            and use_fused_gemm1(x.device, x.dtype, x.shape[1])):
-        packed = ops.gemm_relu2_pack(padded, w1)
+    if b1 is None and T > 0 and _fused_gemm1(x, w1):
+        packed, kept, nonzeros = ops.gemm_relu2_pack(padded, w1, count)
     else:
         y1 = F.linear(padded, w1, b1)
         if b1 is not None and count:
@@ -56,13 +55,18 @@ def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torc
     return (y[:T], kept, nonzeros) if count else (y[:T], None, None)
 
 
+def _fused_gemm1(x: torch.Tensor, w1: torch.Tensor) -> bool:
+    return x.dtype == w1.dtype == torch.bfloat16 and use_fused_gemm1(x.device, x.dtype, x.shape[1])
+
+
 def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int | torch.Tensor,
                          num_dense: int):
     """Differentiable y, kept and non-zero counts per feature. With the forward's second GEMM, 4 of
     the 6 FFN GEMMs run on 2:4 operands (see ops/sparse_training_ops.py)."""
     from ..ops import sparse_training_ops
 
+    fused = x.shape[0] > 0 and _fused_gemm1(x, w1)
     y, _, kept, nonzeros = sparse_training_ops.sparse_ffn_train_forward(_pad_tokens(x), w1, w2,
-                                                                         seed_tensor(perm_seed), num_dense)
+                                                                         seed_tensor(perm_seed), num_dense, fused)
     # sliced only when padded: a slice's backward zero-fills and copies the whole gradient ([T, d])
     return (y if y.shape[0] == x.shape[0] else y[:x.shape[0]]), kept, nonzeros

@@ -1,10 +1,11 @@
 """GEMM1 of the sparse FFN forward with ReLU², the 2:4 selection and the packing as its epilogue
 (sm90, bf16; CUTLASS kernel in cuda/gemm_relu2_pack.cu, compiled at first use by cuda_build).
 
-`gemm_relu2_pack(x, w1)` returns, byte for byte, `sparsify_pack(y1, count=False).packed` for
-y1 = bf16(x @ w1.T) as this GEMM accumulates it; y1 itself is never written, which saves its round
+`gemm_relu2_pack(x, w1, count=...)` returns, byte for byte, what `sparsify_pack(y1, count=...)` returns
+for y1 = bf16(x @ w1.T) as this GEMM accumulates it: the packed operand and, when counting (the training
+forward), the per-feature kept and non-zero counts. y1 itself is never written, which saves its round
 trip through memory and the packer's launch. Only the accumulation order differs from cuBLAS's y1
-(bf16 rounding of the same fp32 sums: checked exactly on integer inputs). It does not count.
+(bf16 rounding of the same fp32 sums: checked exactly on integer inputs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from ..reference.checks import check_hopper, check_multiple, check_ndim, check_same_device
 from ..reference.cusparselt_layout import buffer_shape
 from . import cuda_build
-from .sparsify_pack import COL_BLOCK, ROW_BLOCK
+from .sparsify_pack import COL_BLOCK, ROW_BLOCK, PackedActivation
 
 # the packed layout's 64-row metadata blocks; hidden as for the packer (whole 64-column strips); x's and
 # w1's rows 16-byte aligned for the GEMM's TMA loads
@@ -31,6 +32,8 @@ def _library() -> ctypes.CDLL:
     lib = cuda_build.load_library("gemm_relu2_pack")
     lib.act24_gemm_relu2_pack.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3 + [ctypes.c_void_p]
     lib.act24_gemm_relu2_pack.restype = ctypes.c_int
+    lib.act24_gemm_relu2_pack_count.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 3 + [ctypes.c_void_p]
+    lib.act24_gemm_relu2_pack_count.restype = ctypes.c_int
     return lib
 
 
@@ -59,8 +62,15 @@ def check_inputs(x: torch.Tensor, w1: torch.Tensor) -> None:
     check_hopper("x", x, "the fused GEMM runs sm90 tensor-core instructions")
 
 
-def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
-    """The packed 2:4 operand of relu(x @ w1.T)**2, in cuSPARSELt's layout ([T, hidden * 9/16], bf16).
+def as_operand(t: torch.Tensor) -> torch.Tensor:
+    """t, contiguous and 16-byte aligned (the GEMM's TMA loads): copied only when it is not."""
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
+def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor, *, count: bool = False) -> PackedActivation:
+    """The packed 2:4 operand of relu(x @ w1.T)**2, in cuSPARSELt's layout ([T, hidden * 9/16], bf16), and
+    with `count` the per-feature counts of kernels/sparsify_pack.py (int32 [hidden] each).
 
     Raises cuda_build.BuildUnavailable where the kernel cannot be built (no nvcc or CUTLASS)."""
     check_inputs(x, w1)
@@ -69,8 +79,15 @@ def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
     lib = _library()
     with torch.cuda.device(x.device):  # the kernel launches on the current device's current stream
         stream = torch.cuda.current_stream().cuda_stream
-        status = lib.act24_gemm_relu2_pack(x.data_ptr(), w1.data_ptr(), packed.data_ptr(), M, N, K, stream)
+        if count:  # two buffers, not views of one: the custom ops return both, and outputs may not alias
+            kept = torch.zeros(N, dtype=torch.int32, device=x.device)
+            nonzeros = torch.zeros(N, dtype=torch.int32, device=x.device)
+            status = lib.act24_gemm_relu2_pack_count(x.data_ptr(), w1.data_ptr(), packed.data_ptr(), kept.data_ptr(),
+                                                     nonzeros.data_ptr(), M, N, K, stream)
+        else:
+            kept = nonzeros = None
+            status = lib.act24_gemm_relu2_pack(x.data_ptr(), w1.data_ptr(), packed.data_ptr(), M, N, K, stream)
     if status:
         raise RuntimeError(f"the fused GEMM failed: {_STATUS.get(status, f'status {status}')} (x {tuple(x.shape)}, "
                            f"w1 {tuple(w1.shape)})")
-    return packed
+    return PackedActivation(packed, kept, nonzeros)

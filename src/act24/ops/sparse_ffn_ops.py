@@ -33,22 +33,22 @@ def _(y1, count=True):
     return y1.new_empty(M, K * 9 // 16), counts, torch.empty_like(counts)
 
 
-def _aligned(t: torch.Tensor) -> torch.Tensor:
-    """t, contiguous and 16-byte aligned (the GEMM's TMA loads): copied only when it is not."""
-    t = t.contiguous()
-    return t if t.data_ptr() % 16 == 0 else t.clone()
-
-
 @torch.library.custom_op("act24::gemm_relu2_pack", mutates_args=())
-def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor, count: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """relu(x @ w1.T)**2 under the token-wise 2:4 mask, packed for cuSPARSELt, in one kernel (sm90, bf16;
-    x's rows a multiple of 64)."""
-    return _fused.gemm_relu2_pack(_aligned(x), _aligned(w1))
+    x's rows a multiple of 64): (packed, kept [K], nonzeros [K]) as sparsify_pack returns them."""
+    out = _fused.gemm_relu2_pack(_fused.as_operand(x), _fused.as_operand(w1), count=count)
+    if not count:
+        return out.packed, x.new_empty(0, dtype=torch.int32), x.new_empty(0, dtype=torch.int32)
+    return out.packed, out.kept_per_feature, out.nonzeros_per_feature
 
 
 @gemm_relu2_pack.register_fake
-def _(x, w1):
-    return x.new_empty(x.shape[0], w1.shape[0] * 9 // 16)  # the packed layout's size for 64-row multiples
+def _(x, w1, count=False):
+    counts = x.new_empty(w1.shape[0] if count else 0, dtype=torch.int32)
+    # the packed layout's size for 64-row multiples
+    return x.new_empty(x.shape[0], w1.shape[0] * 9 // 16), counts, torch.empty_like(counts)
 
 
 @torch.library.custom_op("act24::sparse_mm", mutates_args=())

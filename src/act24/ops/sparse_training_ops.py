@@ -1,7 +1,8 @@
 """The sparse FFN for training on sm90 as two custom ops with registered autograd.
 
-Forward:  y1 = x @ W1.T (dense), a = relu(y1)**2 * m packed by the Triton packer,
-          y = a @ W2.T on the 2:4 tensor cores. Saved: x and the packed a (not y1, not y2).
+Forward:  y1 = x @ W1.T (dense), a = relu(y1)**2 * m packed by the Triton packer (or both in one CUTLASS
+          kernel, `fused_gemm1`), y = a @ W2.T on the 2:4 tensor cores. Saved: x and the packed a (not y1,
+          not y2).
 Backward: dy2 = dy @ W2 (dense); one Triton pass builds every 2:4 operand; then
           dx = dy1 @ W1, dW1 = dy1F @ x[perm], dW2.T = aF @ dy[perm] on the 2:4 tensor
           cores, and the densest features' rows of dW1 / dW2.T from small dense GEMMs.
@@ -14,6 +15,7 @@ import torch
 
 from .. import reference as ref
 from ..gemm import cusparselt
+from ..kernels import gemm_relu2_pack as _fused
 from ..kernels.backward_pack import backward_pack
 from ..kernels.sparsify_pack import sparsify_pack
 from ..kernels.transpose import transpose
@@ -21,19 +23,24 @@ from ..kernels.transpose import transpose
 
 @torch.library.custom_op("act24::sparse_ffn_train_forward", mutates_args=())
 def sparse_ffn_train_forward(
-    x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: torch.Tensor, num_dense: int
+    x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: torch.Tensor, num_dense: int,
+    fused_gemm1: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y [T, d], packed a [T, H*9/16], kept per feature [H], non-zeros per feature [H]); T % 64 == 0.
 
     perm_seed (a CPU int64 scalar, see recipe_ops) and num_dense are the backward's: the token grouping
-    and the dense feature count."""
-    out = sparsify_pack(x @ w1.t())
+    and the dense feature count. fused_gemm1: GEMM1 and the packing in one kernel (bf16; the caller
+    decides where it runs, ffn/backend.py: use_fused_gemm1)."""
+    if fused_gemm1:
+        out = _fused.gemm_relu2_pack(_fused.as_operand(x), _fused.as_operand(w1), count=True)
+    else:
+        out = sparsify_pack(x @ w1.t())
     y = cusparselt.sparse_mm(out.packed, w2.t(), x.shape[0])
     return y, out.packed, out.kept_per_feature, out.nonzeros_per_feature
 
 
 @sparse_ffn_train_forward.register_fake
-def _(x, w1, w2, perm_seed, num_dense):
+def _(x, w1, w2, perm_seed, num_dense, fused_gemm1=False):
     T, (H, d) = x.shape[0], w1.shape
     counts = x.new_empty(H, dtype=torch.int32)
     return x.new_empty(T, d), x.new_empty(T, H * 9 // 16), counts, torch.empty_like(counts)
@@ -67,7 +74,7 @@ def _(dy, x, w1, w2, packed, kept, perm_seed, num_dense):
 
 
 def _setup_context(ctx, inputs, output):
-    x, w1, w2, perm_seed, num_dense = inputs
+    x, w1, w2, perm_seed, num_dense, _ = inputs
     _, packed, kept, _ = output
     ctx.save_for_backward(x, w1, w2, packed, kept)
     ctx.perm_seed, ctx.num_dense = perm_seed, num_dense
@@ -76,7 +83,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dy, _packed, _kept, _nonzeros):
     x, w1, w2, packed, kept = ctx.saved_tensors
     dx, dw1, dw2 = sparse_ffn_train_backward(dy.contiguous(), x, w1, w2, packed, kept, ctx.perm_seed, ctx.num_dense)
-    return dx, dw1, dw2, None, None
+    return dx, dw1, dw2, None, None, None
 
 
 sparse_ffn_train_forward.register_autograd(_backward, setup_context=_setup_context)

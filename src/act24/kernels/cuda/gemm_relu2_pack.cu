@@ -1,6 +1,6 @@
 // GEMM1 of the sparse FFN forward with ReLU², the 2:4 selection and cuSPARSELt packing as its epilogue
-// (relu2_pack_epilogue.cuh), for sm90: packed = pack(relu(bf16(x @ W1^T))**2). x [M, K] and W1 [N, K]
-// row-major bf16, fp32 accumulation. Built at first use by kernels/cuda_build.py and called through
+// (relu2_pack_epilogue.cuh), for sm90: packed = pack(relu(bf16(x @ W1^T))**2), and in the training
+// forward's version the per-column counts too. x [M, K] and W1 [N, K] row-major bf16, fp32 accumulation. Built at first use by kernels/cuda_build.py and called through
 // ctypes by kernels/gemm_relu2_pack.py.
 //
 // The configuration is the fastest of scripts/probe_fused_gemm_pack.py's sweep on the H200: CUTLASS's
@@ -21,16 +21,40 @@ using act24::Element;
 
 using Tile = Shape<_128, _128, _64>;
 using Cluster = Shape<_2, _1, _1>;
-using Epilogue = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<act24::Relu2PackEpilogue>;
-using Mainloop = cutlass::gemm::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, 8, Element,
-    cutlass::layout::ColumnMajor, 8, float, Tile, Cluster,
-    cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-    cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
-using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
-using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 using StrideA = cutlass::gemm::TagToStrideA_t<cutlass::layout::RowMajor>;
 using StrideB = cutlass::gemm::TagToStrideB_t<cutlass::layout::ColumnMajor>;
+
+template <bool Count>
+struct Fused {
+  using Epilogue = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<act24::Relu2PackEpilogue<Count>>;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, 8, Element,
+      cutlass::layout::ColumnMajor, 8, float, Tile, Cluster,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  static int run(const void* x, const void* w1, void* packed, int* kept, int* nonzeros, int M, int N, int K,
+                 void* stream) {
+    cutlass::KernelHardwareInfo hw;
+    cudaGetDevice(&hw.device_id);
+    hw.sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(hw.device_id);
+    typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
+                                  make_tuple(M, N, K, 1),
+                                  {static_cast<const Element*>(x), StrideA{int64_t(K), _1{}, int64_t(M) * K},
+                                   static_cast<const Element*>(w1), StrideB{int64_t(K), _1{}, int64_t(N) * K}},
+                                  {packed, kept, nonzeros},
+                                  hw};
+    args.scheduler.max_swizzle_size = 8;
+    args.scheduler.raster_order = cutlass::gemm::kernel::detail::RasterOrderOptions::AlongN;
+    Gemm gemm;
+    if (Gemm::get_workspace_size(args) != 0) return 2;
+    if (gemm.can_implement(args) != cutlass::Status::kSuccess) return 3;
+    if (gemm.initialize(args, nullptr, static_cast<cudaStream_t>(stream)) != cutlass::Status::kSuccess) return 4;
+    return gemm.run(static_cast<cudaStream_t>(stream)) == cutlass::Status::kSuccess ? 0 : 5;
+  }
+};
 
 }  // namespace
 
@@ -39,21 +63,12 @@ extern "C" {
 // 0 on success; 2: CUTLASS asks for a workspace (none is passed); 3: the problem is not implementable
 // (M or N not a multiple of 64, K not of 8); 4: initialisation failed; 5: the launch failed.
 int act24_gemm_relu2_pack(const void* x, const void* w1, void* packed, int M, int N, int K, void* stream) {
-  cutlass::KernelHardwareInfo hw;
-  cudaGetDevice(&hw.device_id);
-  hw.sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(hw.device_id);
-  typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
-                                make_tuple(M, N, K, 1),
-                                {static_cast<const Element*>(x), StrideA{int64_t(K), _1{}, int64_t(M) * K},
-                                 static_cast<const Element*>(w1), StrideB{int64_t(K), _1{}, int64_t(N) * K}},
-                                {packed},
-                                hw};
-  args.scheduler.max_swizzle_size = 8;
-  args.scheduler.raster_order = cutlass::gemm::kernel::detail::RasterOrderOptions::AlongN;
-  Gemm gemm;
-  if (Gemm::get_workspace_size(args) != 0) return 2;
-  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return 3;
-  if (gemm.initialize(args, nullptr, static_cast<cudaStream_t>(stream)) != cutlass::Status::kSuccess) return 4;
-  return gemm.run(static_cast<cudaStream_t>(stream)) == cutlass::Status::kSuccess ? 0 : 5;
+  return Fused<false>::run(x, w1, packed, nullptr, nullptr, M, N, K, stream);
+}
+
+// The same, also adding each column's kept-non-zero and non-zero counts to kept and nonzeros (int32 [N]).
+int act24_gemm_relu2_pack_count(const void* x, const void* w1, void* packed, int* kept, int* nonzeros, int M, int N,
+                                int K, void* stream) {
+  return Fused<true>::run(x, w1, packed, kept, nonzeros, M, N, K, stream);
 }
 }

@@ -47,22 +47,33 @@ __device__ __forceinline__ uint32_t keys_bf16x2(uint32_t squares) {
 __device__ __forceinline__ uint32_t unique_key(uint32_t k, uint32_t p) { return k ? 4 * k + (3 - p) : p; }
 
 // The two kept 16-bit values (lower position first) and the nibble idx0 | idx1 << 2 of a group whose
-// squares are s01 (positions 0, 1) and s23 (the selection of kernels/top2.py).
-__device__ __forceinline__ uint32_t select_2_of_4(uint32_t s01, uint32_t s23, uint32_t* nibble) {
+// squares are s01 (positions 0, 1) and s23 (the selection of kernels/top2.py). With Count, also the
+// packer's counter flags, one byte a position: bit 0 kept and non-zero, bit 4 non-zero.
+template <bool Count>
+__device__ __forceinline__ uint32_t select_2_of_4(uint32_t s01, uint32_t s23, uint32_t* nibble, uint32_t* flags) {
   const uint32_t k01 = keys_bf16x2(s01), k23 = keys_bf16x2(s23);
-  uint32_t u0 = unique_key(k01 & 0xFFFF, 0), u1 = unique_key(k01 >> 16, 1);
-  uint32_t u2 = unique_key(k23 & 0xFFFF, 2), u3 = unique_key(k23 >> 16, 3);
+  const uint32_t k0 = k01 & 0xFFFF, k1 = k01 >> 16, k2 = k23 & 0xFFFF, k3 = k23 >> 16;
+  uint32_t u0 = unique_key(k0, 0), u1 = unique_key(k1, 1), u2 = unique_key(k2, 2), u3 = unique_key(k3, 3);
   uint32_t second = max(min(max(u0, u1), max(u2, u3)), max(min(u0, u1), min(u2, u3)));
   bool keep0 = u0 >= second, keep1 = u1 >= second, keep2 = u2 >= second, keep3 = u3 >= second;
   uint32_t e0 = s01 & 0xFFFF, e1 = s01 >> 16, e2 = s23 & 0xFFFF, e3 = s23 >> 16;
   uint32_t v0 = keep0 ? e0 : (keep1 ? e1 : e2);
   uint32_t v1 = keep3 ? e3 : (keep2 ? e2 : e1);
   *nibble = (keep0 ? 0u : (keep1 ? 1u : 2u)) | ((keep3 ? 3u : (keep2 ? 2u : 1u)) << 2);
+  if constexpr (Count) {
+    const bool nz0 = k0 != 0, nz1 = k1 != 0, nz2 = k2 != 0, nz3 = k3 != 0;
+    const uint32_t nonzero = uint32_t(nz0) | uint32_t(nz1) << 8 | uint32_t(nz2) << 16 | uint32_t(nz3) << 24;
+    const uint32_t kept = uint32_t(keep0) | uint32_t(keep1) << 8 | uint32_t(keep2) << 16 | uint32_t(keep3) << 24;
+    *flags = (kept & nonzero) | nonzero << 4;
+  }
   return v0 | (v1 << 16);
 }
 
 // An operator-style epilogue (the interface of CUTLASS's DefaultEpilogue) run by
-// Sm90TmaWarpSpecializedAdapter inside the warp-specialized kernels.
+// Sm90TmaWarpSpecializedAdapter inside the warp-specialized kernels. With Count it also adds each
+// column's kept-non-zero and non-zero counts to `kept` and `nonzeros` (int32 [N], zeroed by the caller),
+// as kernels/sparsify_pack.py counts them.
+template <bool Count>
 struct Relu2PackEpilogue {
   using ElementC = void;
   using ElementD = Element;
@@ -75,6 +86,8 @@ struct Relu2PackEpilogue {
   using TensorStorage = SharedStorage;
   struct Arguments {
     void* packed = nullptr;
+    int* kept = nullptr;
+    int* nonzeros = nullptr;
   };
   using Params = Arguments;
 
@@ -109,6 +122,14 @@ struct Relu2PackEpilogue {
     constexpr int kValues = decltype(size(accumulators))::value;
     // groups of 4 accumulators: (n, n+1) of row r, then of row r+8; 4 consecutive groups = 32 columns
     static_assert(kValues % 16 == 0, "the accumulator layout must hold whole 32-column blocks");
+    // (MMA, MMA_M, MMA_N): block b covers the columns of block b % kColumnBlocks, in MMA_M row repeats
+    static_assert(rank(FrgLayout{}) == 3 && size<2>(FrgLayout{}) == 1, "one MMA along N per tile");
+    constexpr int kColumnBlocks = decltype(size<0>(FrgLayout{}))::value / 16;
+    constexpr int kSlots = 4 * kColumnBlocks;  // groups of 4 columns a lane counts
+    static_assert(!Count || (kSlots % 16 == 0 && decltype(size<1>(FrgLayout{}))::value < 16),
+                  "counts: one slot per lane of a half warp, 8-bit fields");
+    // 4-bit counters (kept, non-zero) in a byte a column: at most MMA_M rows a lane per slot
+    uint32_t counts[Count ? kSlots : 1] = {};
 
     const bool odd = thread_idx & 1;
     uint32_t* values = static_cast<uint32_t*>(params.packed);
@@ -126,10 +147,12 @@ struct Relu2PackEpilogue {
         // the even lane keeps row r (positions 0, 1 its own), the odd lane row r+8 (positions 2, 3 its own)
         uint32_t got_sq = __shfl_xor_sync(0xffffffff, odd ? sq_r : sq_r8, 1);
         uint32_t s01 = odd ? got_sq : sq_r, s23 = odd ? sq_r8 : got_sq;
-        pairs[c] = select_2_of_4(s01, s23, &nibbles[c]);
+        uint32_t flags;
+        pairs[c] = select_2_of_4<Count>(s01, s23, &nibbles[c], &flags);
         auto mn = coords(odd ? i + 2 : i);
         row = m0 + int(get<0>(mn));
         col = n0 + (int(get<1>(mn)) & ~3);  // the group's first column
+        if constexpr (Count) counts[4 * (b % kColumnBlocks) + c] += flags;
       }
       const int h0 = (col & 7) >> 2;  // which group of each 8 columns this lane holds
       // lanes l and l^2 hold the 8 groups of this block's row alternately (h0 = 0, 1); after two
@@ -152,6 +175,45 @@ struct Relu2PackEpilogue {
         int64_t block = int64_t(row >> 6) * (N / 32) + (col >> 5);
         int word = 32 * s + 4 * i8 + (odd ? 2 + h0 : h0);
         meta[block * 128 + word] = static_cast<uint16_t>(odd ? words >> 16 : words & 0xFFFF);
+      }
+    }
+    if constexpr (Count) {
+      // the lanes sharing bit 1 (the same 4 columns in every slot, other rows) sum their counters; then
+      // each of those 16 lanes adds one slot's columns to memory (a warp: 8 reductions a tile, all lanes
+      // busy). Zero counts are skipped: most of a sparse activation's columns.
+      uint32_t kept[kSlots], nonzero[kSlots];
+      CUTLASS_PRAGMA_UNROLL
+      for (int s = 0; s < kSlots; ++s) {
+        kept[s] = counts[s] & 0x0F0F0F0F;  // 8-bit fields from here: 16 lanes x MMA_M rows
+        nonzero[s] = (counts[s] >> 4) & 0x0F0F0F0F;
+        CUTLASS_PRAGMA_UNROLL
+        for (int j = 0; j < 4; ++j) {
+          const int offset = j ? 2 << j : 1;  // 1, 4, 8, 16
+          kept[s] += __shfl_xor_sync(0xffffffff, kept[s], offset);
+          nonzero[s] += __shfl_xor_sync(0xffffffff, nonzero[s], offset);
+        }
+      }
+      const int lane = thread_idx & 31, mine = (lane & 1) | ((lane >> 2) << 1);  // index among the 16
+      CUTLASS_PRAGMA_UNROLL
+      for (int s0 = 0; s0 < kSlots; s0 += 16) {
+        uint32_t kept_fields = 0, nonzero_fields = 0;
+        int col = N;
+        CUTLASS_PRAGMA_UNROLL
+        for (int s = 0; s < 16; ++s) {  // selects, not an indexed load: the arrays stay in registers
+          if (s == mine) {
+            kept_fields = kept[s0 + s];
+            nonzero_fields = nonzero[s0 + s];
+            col = n0 + (int(get<1>(coords(4 * (s0 + s)))) & ~3);  // slot s0 + s is that of block (s0 + s) / 4
+          }
+        }
+        if (col < N) {
+          CUTLASS_PRAGMA_UNROLL
+          for (int p = 0; p < 4; ++p) {
+            const int k = (kept_fields >> (8 * p)) & 0xFF, z = (nonzero_fields >> (8 * p)) & 0xFF;
+            if (k) atomicAdd(params.kept + col + p, k);
+            if (z) atomicAdd(params.nonzeros + col + p, z);
+          }
+        }
       }
     }
   }
