@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--train", action="store_true", help="time the training step instead of the forward")
     parser.add_argument("shapes", nargs="*", default=["16384,4096,16384"], help="T,d,H")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # --train may come between OUT and the shapes
     rows = []
     for shape in args.shapes:
         T, d, H = map(int, shape.split(","))

@@ -100,17 +100,18 @@ def fastest_attention(model, ids) -> tuple[str | None, dict[str, float]]:
     return min(times, key=times.get), times
 
 
-def prefill_ms(model, ids, rounds: int = ROUNDS, attention: str | None = None) -> dict[str, float]:
+def prefill_ms(model, ids, rounds: int = ROUNDS, attention: str | None = None, forward=None) -> dict[str, float]:
     """Median prefill time of each mode, the modes alternated (see alternating_medians), SDPA running
-    the `attention` kernel."""
+    the `attention` kernel; `forward`: the model as called (e.g. compiled), default the model."""
     ffns = ffn_modules(model)  # found once: the timed calls only flip the switch
+    forward = model if forward is None else forward
 
     def prefill(sparse: bool):
         def run():
             for f in ffns:
                 f.sparse = sparse
             with attention_kernel(attention):
-                return model(ids, use_cache=False, logits_to_keep=1)
+                return forward(ids, use_cache=False, logits_to_keep=1)
         return run
 
     return alternating_medians({"dense": prefill(False), "sparse": prefill(True)}, rounds)
@@ -173,10 +174,14 @@ def agreement(model, ids) -> dict:
     }
 
 
-def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progress=None, rounds: int | None = None):
+def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progress=None, rounds: int | None = None,
+                 compile: bool = False):
+    """compile: time the prefill of both modes through torch.compile (static shapes, a graph per length and
+    mode); decode and the agreement check stay eager."""
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     model, report = build_model(config, dev, dtype)
+    forward = torch.compile(model, dynamic=False) if compile else model
     vocab = model.config.vocab_size
     g = torch.Generator(device="cpu").manual_seed(0)
     rows = []
@@ -185,7 +190,7 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
         for T in tokens:
             ids = torch.randint(3, vocab, (1, T), generator=g).to(dev)
             attention, attention_ms = fastest_attention(model, ids) if dev.type == "cuda" else (None, {})
-            timed = prefill_ms(model, ids, rounds=rounds, attention=attention)
+            timed = prefill_ms(model, ids, rounds=rounds, attention=attention, forward=forward)
             row = {"T": T, "dense_ms": timed["dense"], "sparse_ms": timed["sparse"],
                    "attention_kernel": attention, "dense_ms_by_attention_kernel": attention_ms}
             decode = decode_tokens_per_s(model, ids, steps=DECODE_STEPS if dev.type == "cuda" else 4)
@@ -210,7 +215,8 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
                             "agreement: PyTorch's choice",
         "dtype": str(dtype).removeprefix("torch."),
         "converted_mlps": len(report.converted),
-        "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)",
+        "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)"
+                          + (", both modes torch.compiled (static shapes)" if compile else ", eager"),
         "agreement": check,
         "fused_gemm1": ("on" if backend.use_fused_gemm1(dev, dtype, cfg.hidden_size)
                         else backend.fused_gemm1_reason(dev, dtype) or f"off above d={backend.FUSED_GEMM1_MAX_D}"),

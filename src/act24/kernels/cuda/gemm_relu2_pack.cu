@@ -5,7 +5,7 @@
 //
 // The configuration is the fastest of scripts/probe_fused_gemm_pack.py's sweep on the H200: CUTLASS's
 // ping-pong schedule (the epilogue of one warp group overlaps the other's main loop), 128x128x64 tiles,
-// 2x1 clusters, tiles grouped by 8 and rasterized along N.
+// 2x1 clusters, tiles grouped by 8 (fewer where that pads the grid) and rasterized along N.
 
 #include "cutlass/epilogue/collective/detail.hpp"
 #include "cutlass/gemm/collective/collective_builder.hpp"
@@ -23,6 +23,23 @@ using Tile = Shape<_128, _128, _64>;
 using Cluster = Shape<_2, _1, _1>;
 using StrideA = cutlass::gemm::TagToStrideA_t<cutlass::layout::RowMajor>;
 using StrideB = cutlass::gemm::TagToStrideB_t<cutlass::layout::ColumnMajor>;
+
+// Tiles are grouped by up to 8 (the fastest at T=16384), but CUTLASS's scheduler pads both tile counts to
+// whole groups (along M to whole groups of clusters) and computes the padding from zero-filled operands:
+// at T=1024 a group of 8 doubled the work. The largest group size with the least padded work.
+int swizzle_size(int M, int N) {
+  constexpr int64_t tile_m = size<0>(Tile{}), tile_n = size<1>(Tile{}), cluster_m = size<0>(Cluster{});
+  static_assert(size<1>(Cluster{}) == 1, "padding along N counted without clusters");
+  const int64_t tiles_m = (M + tile_m - 1) / tile_m, tiles_n = (N + tile_n - 1) / tile_n;
+  auto round_up = [](int64_t a, int64_t b) { return (a + b - 1) / b * b; };
+  int best = 8;
+  int64_t least = round_up(tiles_m, cluster_m * 8) * round_up(tiles_n, 8);
+  for (int group = 4; group >= 1; group /= 2) {
+    const int64_t work = round_up(tiles_m, cluster_m * group) * round_up(tiles_n, group);
+    if (work < least) best = group, least = work;
+  }
+  return best;
+}
 
 template <bool Count>
 struct Fused {
@@ -46,7 +63,7 @@ struct Fused {
                                    static_cast<const Element*>(w1), StrideB{int64_t(K), _1{}, int64_t(N) * K}},
                                   {packed, kept, nonzeros},
                                   hw};
-    args.scheduler.max_swizzle_size = 8;
+    args.scheduler.max_swizzle_size = swizzle_size(M, N);
     args.scheduler.raster_order = cutlass::gemm::kernel::detail::RasterOrderOptions::AlongN;
     Gemm gemm;
     if (Gemm::get_workspace_size(args) != 0) return 2;

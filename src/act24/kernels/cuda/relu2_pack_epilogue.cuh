@@ -152,7 +152,9 @@ struct Relu2PackEpilogue {
         auto mn = coords(odd ? i + 2 : i);
         row = m0 + int(get<0>(mn));
         col = n0 + (int(get<1>(mn)) & ~3);  // the group's first column
-        if constexpr (Count) counts[4 * (b % kColumnBlocks) + c] += flags;
+        // rows past M are computed too (the tile scheduler pads the grid to whole clusters and swizzles),
+        // from zero-filled x rows: zero, but NaN in a column whose w1 row holds NaN or Inf
+        if constexpr (Count) counts[4 * (b % kColumnBlocks) + c] += row < M ? flags : 0u;
       }
       const int h0 = (col & 7) >> 2;  // which group of each 8 columns this lane holds
       // lanes l and l^2 hold the 8 groups of this block's row alternately (h0 = 0, 1); after two
