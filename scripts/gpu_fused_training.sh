@@ -3,7 +3,7 @@
 # 10-minute calls on one GPU.
 #   kernels: the GPU tests, the training step and the forward with and without the fused GEMM1
 #            (alternated, scripts/ab_fused_gemm1.py).
-#   models:  prefill at 16k and 32k tokens, eager and compiled; the ~1B training throughput.
+#   models:  prefill at 16k and 32k tokens; the ~1B training throughput.
 # Usage: ACT24_COMMIT=<sha> scripts/gpu_fused_training.sh OUTDIR {kernels|models}
 set -uo pipefail
 usage="usage: $0 OUTDIR {kernels|models}"
@@ -21,7 +21,7 @@ case "$part" in
     timeout -k 10 60 python3 scripts/ab_fused_gemm1.py "$out" 16384,4096,16384 >> "$log" 2>&1
     ;;
   models)
-    timeout -k 10 360 python3 -m act24 bench prefill --compile --tokens 16384 32768 --out "$out" > "$log" 2>&1
+    timeout -k 10 360 python3 -m act24 bench prefill --tokens 16384 32768 --out "$out" > "$log" 2>&1
     timeout -k 10 100 python3 scripts/train_throughput.py "$out" >> "$log" 2>&1
     ;;
   *) echo "$usage" >&2; exit 2 ;;

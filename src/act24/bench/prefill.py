@@ -32,9 +32,10 @@ CONFIGS = {
 }
 NEW_TOKENS = 33  # greedy continuation compared in the agreement check
 DECODE_STEPS, DECODE_WARMUP = 64, 8  # decode tokens timed per mode, after untimed ones
-# SDPA kernels tried for the prefill (torch.nn.attention.SDPBackend names); the dense model's fastest
-# times both modes: the baseline is the best dense model, and a slow attention would dilute the FFN's share
-ATTENTION_KERNELS = ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION")
+# SDPA kernels tried for the prefill (torch.nn.attention.SDPBackend names, and "default": PyTorch's own
+# choice); the dense model's fastest times both modes: the baseline is the best dense model, and a slow
+# attention would dilute the FFN's share
+ATTENTION_KERNELS = ("default", "FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION")
 COLUMNS = [("T", "T", "d"), ("dense_ms", "dense ms", ".2f"), ("sparse_ms", "sparse ms", ".2f"),
            ("speedup", "speedup", ".3f"), ("decode_dense_tok_s", "decode dense tok/s", ".1f"),
            ("decode_sparse_tok_s", "decode sparse tok/s", ".1f"), ("decode_ratio", "decode ratio", ".3f"),
@@ -68,8 +69,8 @@ def mlp_stats(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:
 
 
 def attention_kernel(name: str | None):
-    """A context that makes SDPA run the named kernel (None: PyTorch's own choice)."""
-    if name is None:
+    """A context that makes SDPA run the named kernel (None or "default": PyTorch's own choice)."""
+    if name in (None, "default"):
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -100,18 +101,17 @@ def fastest_attention(model, ids) -> tuple[str | None, dict[str, float]]:
     return min(times, key=times.get), times
 
 
-def prefill_ms(model, ids, rounds: int = ROUNDS, attention: str | None = None, forward=None) -> dict[str, float]:
+def prefill_ms(model, ids, rounds: int = ROUNDS, attention: str | None = None) -> dict[str, float]:
     """Median prefill time of each mode, the modes alternated (see alternating_medians), SDPA running
-    the `attention` kernel; `forward`: the model as called (e.g. compiled), default the model."""
+    the `attention` kernel."""
     ffns = ffn_modules(model)  # found once: the timed calls only flip the switch
-    forward = model if forward is None else forward
 
     def prefill(sparse: bool):
         def run():
             for f in ffns:
                 f.sparse = sparse
             with attention_kernel(attention):
-                return forward(ids, use_cache=False, logits_to_keep=1)
+                return model(ids, use_cache=False, logits_to_keep=1)
         return run
 
     return alternating_medians({"dense": prefill(False), "sparse": prefill(True)}, rounds)
@@ -174,14 +174,10 @@ def agreement(model, ids) -> dict:
     }
 
 
-def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progress=None, rounds: int | None = None,
-                 compile: bool = False):
-    """compile: time the prefill of both modes through torch.compile (static shapes, a graph per length and
-    mode); decode and the agreement check stay eager."""
+def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progress=None, rounds: int | None = None):
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     model, report = build_model(config, dev, dtype)
-    forward = torch.compile(model, dynamic=False) if compile else model
     vocab = model.config.vocab_size
     g = torch.Generator(device="cpu").manual_seed(0)
     rows = []
@@ -190,7 +186,7 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
         for T in tokens:
             ids = torch.randint(3, vocab, (1, T), generator=g).to(dev)
             attention, attention_ms = fastest_attention(model, ids) if dev.type == "cuda" else (None, {})
-            timed = prefill_ms(model, ids, rounds=rounds, attention=attention, forward=forward)
+            timed = prefill_ms(model, ids, rounds=rounds, attention=attention)
             row = {"T": T, "dense_ms": timed["dense"], "sparse_ms": timed["sparse"],
                    "attention_kernel": attention, "dense_ms_by_attention_kernel": attention_ms}
             decode = decode_tokens_per_s(model, ids, steps=DECODE_STEPS if dev.type == "cuda" else 4)
@@ -215,8 +211,7 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
                             "agreement: PyTorch's choice",
         "dtype": str(dtype).removeprefix("torch."),
         "converted_mlps": len(report.converted),
-        "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)"
-                          + (", both modes torch.compiled (static shapes)" if compile else ", eager"),
+        "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)",
         "agreement": check,
         "fused_gemm1": ("on" if backend.use_fused_gemm1(dev, dtype, cfg.hidden_size)
                         else backend.fused_gemm1_reason(dev, dtype) or f"off above d={backend.FUSED_GEMM1_MAX_D}"),

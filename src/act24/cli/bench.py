@@ -43,17 +43,15 @@ def run_prefill(args) -> int:
     config = args.config or ("1b" if device == "cuda" else "tiny")
     tokens = tuple(args.tokens) if args.tokens else (prefill.TOKENS if config == "1b" else (64, 128))
     header = common.header()
-    topic = "prefill_compiled" if args.compile else "prefill"
-    progress = _progress_writer(args.out, topic, header, lambda row: (
+    progress = _progress_writer(args.out, "prefill", header, lambda row: (
         f"T={row['T']}: prefill {row['speedup']:.3f}x, decode {row['decode_sparse_tok_s']:.1f} vs "
         f"{row['decode_dense_tok_s']:.1f} tok/s"))
     try:
-        rows, meta = prefill.prefill_rows(config, tokens, device, progress=progress, rounds=args.rounds,
-                                          compile=args.compile)
+        rows, meta = prefill.prefill_rows(config, tokens, device, progress=progress, rounds=args.rounds)
     except RuntimeError as e:
         print(f"act24 bench prefill: {e}", file=sys.stderr)
         return 2
-    path = common.write_result(args.out, topic, {**header, **meta, "rows": rows})
+    path = common.write_result(args.out, "prefill", {**header, **meta, "rows": rows})
     common.print_table(rows, prefill.COLUMNS)
     print(f"agreement on a {meta['agreement']['prompt_tokens']}-token prompt: {meta['agreement']}")
     print(f"wrote {path}")
@@ -91,8 +89,6 @@ def add_parser(sub) -> None:
     p.add_argument("--tokens", type=int, nargs="+", help="token counts (default: 2048 ... 32768)")
     p.add_argument("--shape", type=int, nargs=2, action="append", metavar=("D", "H"), help="model dim and hidden size")
     p.add_argument("--config", choices=["1b", "tiny"], help="prefill model (default: 1b on a GPU, tiny on CPU)")
-    p.add_argument("--compile", action="store_true",
-                   help="prefill: time both modes through torch.compile (to prefill_compiled.json)")
     p.add_argument("--out", default="results", help="folder for the JSON results (default: results)")
     p.add_argument("--rounds", type=_positive_int, default=None,
                    help="rounds of alternated timings (A B ... B A) per row (default: 3; 1 for prefill on a CPU)")
