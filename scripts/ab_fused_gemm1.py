@@ -2,7 +2,8 @@
 fused GEMM1, against compiled dense, alternated in one process (the operands of `act24 bench ffn`).
 Writes OUT/fused_gemm1_ab.json (--train: OUT/fused_gemm1_train_ab.json).
 
-Usage: PYTHONPATH=src python scripts/ab_fused_gemm1.py OUT [--train] [T,d,H ...]   (default 16384,4096,16384)
+Usage: PYTHONPATH=src python scripts/ab_fused_gemm1.py OUT [--train] [--dtype float16] [T,d,H ...]
+(default 16384,4096,16384, bfloat16; another dtype gets its name in the JSON's: fused_gemm1_ab_float16.json)
 """
 
 import argparse
@@ -11,7 +12,7 @@ import torch
 
 from act24.bench.common import alternating_medians, header, write_result
 from act24.bench.ffn_forward import compiled_baseline_and_operands
-from act24.bench.ffn_train import DENSE_FRACTION, PERM_SEED, _train_step
+from act24.bench.ffn_train import DENSE_FRACTION, PERM_SEED, train_step
 from act24.ffn import fast_forward
 from act24.reference import dense_feature_count
 
@@ -20,7 +21,7 @@ def with_fused(fused: bool, fn):
     """fn(*args) with the fused GEMM1 allowed (where the package would use it) or not."""
     def run(*args):
         chosen = fast_forward.use_fused_gemm1
-        fast_forward.use_fused_gemm1 = lambda device, dtype, d: fused and chosen(device, dtype, d)
+        fast_forward.use_fused_gemm1 = lambda device, dtype, d, count=False: fused and chosen(device, dtype, d, count)
         try:
             return fn(*args)
         finally:
@@ -43,8 +44,8 @@ def training_times(compiled, x, w1, w2) -> dict[str, float]:
 
     def act24_step(fused):
         forward = with_fused(fused, lambda a, b, c: fast_forward.sparse_train_forward(a, b, c, PERM_SEED, num_dense)[0])
-        return _train_step(forward, xs, w1s, w2s, dy)
-    return alternating_medians({"compiled_dense": _train_step(compiled, xs, w1s, w2s, dy),
+        return train_step(forward, xs, w1s, w2s, dy)
+    return alternating_medians({"compiled_dense": train_step(compiled, xs, w1s, w2s, dy),
                                 "unfused": act24_step(False), "fused": act24_step(True)})
 
 
@@ -52,19 +53,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out")
     parser.add_argument("--train", action="store_true", help="time the training step instead of the forward")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16"], default="bfloat16")
     parser.add_argument("shapes", nargs="*", default=["16384,4096,16384"], help="T,d,H")
     args = parser.parse_intermixed_args()  # --train may come between OUT and the shapes
     rows = []
     for shape in args.shapes:
         T, d, H = map(int, shape.split(","))
-        compiled, x, w1, w2 = compiled_baseline_and_operands(T, d, H)
+        compiled, *operands = compiled_baseline_and_operands(T, d, H)
+        x, w1, w2 = (t.to(getattr(torch, args.dtype)) for t in operands)
         times = (training_times if args.train else inference_times)(compiled, x, w1, w2)
-        row = {"T": T, "d": d, "H": H, **{f"{k}_ms": v for k, v in times.items()},
+        row = {"T": T, "d": d, "H": H, "dtype": args.dtype, **{f"{k}_ms": v for k, v in times.items()},
                "speedup_unfused": times["compiled_dense"] / times["unfused"],
                "speedup_fused": times["compiled_dense"] / times["fused"]}
         print(row, flush=True)
         rows.append(row)
-    name = "fused_gemm1_train_ab" if args.train else "fused_gemm1_ab"
+    name = ("fused_gemm1_train_ab" if args.train else "fused_gemm1_ab") + (
+        "" if args.dtype == "bfloat16" else f"_{args.dtype}")
     write_result(args.out, name, {**header(), "mode": "training step" if args.train else "inference forward",
                                   "rows": rows})
 

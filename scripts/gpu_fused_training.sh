@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The fused GEMM1 in training (the counting epilogue) and the prefill's attention kernel, in two
-# 10-minute calls on one GPU.
+# parts on one GPU (each under 10 minutes).
 #   kernels: the GPU tests, the training step and the forward with and without the fused GEMM1
-#            (alternated, scripts/ab_fused_gemm1.py).
+#            (alternated, scripts/ab_fused_gemm1.py), bf16.
+#   fp16:    the GPU tests, then the same two A/B timings in fp16; the ~1B training throughput with
+#            its blocks compiled.
 #   models:  prefill at 16k and 32k tokens; the ~1B training throughput.
-# Usage: ACT24_COMMIT=<sha> scripts/gpu_fused_training.sh OUTDIR {kernels|models}
+# Usage: ACT24_COMMIT=<sha> scripts/gpu_fused_training.sh OUTDIR {kernels|fp16|models}
 set -uo pipefail
-usage="usage: $0 OUTDIR {kernels|models}"
+usage="usage: $0 OUTDIR {kernels|fp16|models}"
 out=${1:?$usage}
 part=${2:?$usage}
 mkdir -p "$out"
@@ -19,6 +21,13 @@ case "$part" in
     tail -n 3 "$out/gpu_tests.log"
     timeout -k 10 180 python3 scripts/ab_fused_gemm1.py "$out" --train 16384,4096,16384 16384,2048,8192 > "$log" 2>&1
     timeout -k 10 60 python3 scripts/ab_fused_gemm1.py "$out" 16384,4096,16384 >> "$log" 2>&1
+    ;;
+  fp16)
+    timeout -k 10 260 python3 -m pytest -m gpu tests -q -p no:cacheprovider > "$out/gpu_tests.log" 2>&1
+    tail -n 3 "$out/gpu_tests.log"
+    timeout -k 10 120 python3 scripts/ab_fused_gemm1.py "$out" --dtype float16 --train 16384,4096,16384 > "$log" 2>&1
+    timeout -k 10 60 python3 scripts/ab_fused_gemm1.py "$out" --dtype float16 16384,4096,16384 >> "$log" 2>&1
+    timeout -k 10 200 python3 scripts/train_throughput.py "$out" --compile >> "$log" 2>&1
     ;;
   models)
     timeout -k 10 360 python3 -m act24 bench prefill --tokens 16384 32768 --out "$out" > "$log" 2>&1

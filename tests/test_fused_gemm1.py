@@ -23,7 +23,7 @@ BF16 = torch.bfloat16
 # --- argument rules (CPU: every rule but the device ones is checked before the device) ---
 
 @pytest.mark.parametrize("x_shape, w1_shape, dtype, match, error", [
-    ((64, 64), (64, 64), torch.float16, "x must be bfloat16", TypeError),
+    ((64, 64), (64, 64), torch.float32, "x must be bfloat16 or float16", TypeError),
     ((64,), (64, 64), BF16, "x must be 2-D", ValueError),
     ((64, 64), (64, 32), BF16, "must share d", ValueError),
     ((100, 64), (64, 64), BF16, "x: the row \\(token\\) count must be a multiple of 64", ValueError),
@@ -35,6 +35,11 @@ BF16 = torch.bfloat16
 def test_bad_input_names_the_argument_and_the_rule(x_shape, w1_shape, dtype, match, error):
     with pytest.raises(error, match=match):
         fused.check_inputs(torch.zeros(x_shape, dtype=dtype), torch.zeros(w1_shape, dtype=BF16))
+
+
+def test_mixed_dtypes_are_rejected():
+    with pytest.raises(TypeError, match="x and w1 must share a dtype"):
+        fused.check_inputs(torch.zeros(64, 64, dtype=torch.float16), torch.zeros(64, 64, dtype=BF16))
 
 
 def test_non_contiguous_input_is_rejected():
@@ -106,14 +111,14 @@ def test_reasons_it_stays_off(monkeypatch, fresh_decision):
     monkeypatch.setattr(backend, "backend_for", lambda device, dtype=BF16: backend.Backend("reference", "test"))
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # a CPU build has no CUDA
     assert "reference backend" in backend.fused_gemm1_reason(torch.device("cuda", 0), BF16)
-    assert "built for bfloat16" in backend.fused_gemm1_reason(torch.device("cuda", 0), torch.float16)
+    assert "built for bfloat16 and float16" in backend.fused_gemm1_reason(torch.device("cuda", 0), torch.float32)
     backend._fused_gemm1_decisions.clear()
     monkeypatch.setenv("ACT24_FUSED_GEMM1", "0")
     assert "ACT24_FUSED_GEMM1=0" in backend.fused_gemm1_reason(torch.device("cpu"), BF16)
 
 
 def test_used_only_up_to_the_measured_model_width(monkeypatch):
-    monkeypatch.setattr(backend, "fused_gemm1_reason", lambda device, dtype: None)
+    monkeypatch.setattr(backend, "fused_gemm1_reason", lambda device, dtype, count=False: None)
     assert backend.use_fused_gemm1(torch.device("cpu"), BF16, backend.FUSED_GEMM1_MAX_D)
     assert not backend.use_fused_gemm1(torch.device("cpu"), BF16, 2 * backend.FUSED_GEMM1_MAX_D)
 
@@ -132,21 +137,22 @@ def _as_op(kernel):
     return op
 
 
-@pytest.mark.parametrize("T, count", [(64, False), (100, False), (100, True)])
-def test_inference_forward_takes_the_fused_kernel_when_allowed(monkeypatch, T, count):
+@pytest.mark.parametrize("T, count, dtype", [(64, False, BF16), (100, False, BF16), (100, True, BF16),
+                                             (100, True, torch.float16)])
+def test_inference_forward_takes_the_fused_kernel_when_allowed(monkeypatch, T, count, dtype):
     calls = []
-    monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d: True)
+    monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d, count=False: True)
     monkeypatch.setattr(ops, "gemm_relu2_pack", _as_op(_stand_in_fused(calls)))
     monkeypatch.setattr(ops, "sparse_mm", lambda packed, b, rows: decoded_mm(packed, b, rows))
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(-3, 4, (T, 64), generator=g).to(BF16)
-    w1 = torch.randint(-2, 3, (128, 64), generator=g).to(BF16)
-    w2 = torch.randn(64, 128, generator=g).to(BF16)
+    x = torch.randint(-3, 4, (T, 64), generator=g).to(dtype)
+    w1 = torch.randint(-2, 3, (128, 64), generator=g).to(dtype)
+    w2 = torch.randn(64, 128, generator=g).to(dtype)
     y, kept, nonzeros = fast_forward.sparse_forward(x, w1, w2, count=count)
     assert calls == [((64 * ((T + 63) // 64), 64), count)]  # tokens padded to the layout's 64-row blocks
-    assert y.shape == (T, 64)
-    y2 = torch.relu((x.float() @ w1.float().t()).to(BF16).float()) ** 2
-    expected = masked_activation(y2).to(BF16)
+    assert y.shape == (T, 64) and y.dtype == dtype
+    y2 = torch.relu((x.float() @ w1.float().t()).to(dtype).float()) ** 2
+    expected = masked_activation(y2).to(dtype)
     assert rel_err(y, (expected.float() @ w2.float().t())) < 1e-2
     if count:  # the padded zero tokens count nothing
         assert torch.equal(kept, (expected != 0).sum(0).int()) and torch.equal(nonzeros, (y2 != 0).sum(0).int())
@@ -154,15 +160,12 @@ def test_inference_forward_takes_the_fused_kernel_when_allowed(monkeypatch, T, c
         assert kept is None and nonzeros is None
 
 
-@pytest.mark.parametrize("case", ["bias", "float16"])
-def test_bias_or_float16_keep_the_two_kernels(monkeypatch, case):
-    monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d: True)
+def test_a_first_layer_bias_keeps_the_two_kernels(monkeypatch):
+    monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d, count=False: True)
     monkeypatch.setattr(ops, "gemm_relu2_pack", lambda x, w1, count=False: pytest.fail("the fused kernel ran"))
     monkeypatch.setattr(ops, "sparse_mm", lambda packed, b, rows: decoded_mm(packed, b, rows))
-    dtype = torch.float16 if case == "float16" else BF16
-    x, w1, w2 = torch.randn(64, 64).to(dtype), torch.randn(128, 64).to(dtype), torch.randn(64, 128).to(dtype)
-    b1 = torch.randn(128).to(dtype) if case == "bias" else None
-    fast_forward.sparse_forward(x, w1, w2, b1, count=True)
+    x, w1, w2 = torch.randn(64, 64).to(BF16), torch.randn(128, 64).to(BF16), torch.randn(64, 128).to(BF16)
+    fast_forward.sparse_forward(x, w1, w2, torch.randn(128).to(BF16), count=True)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU tests cover the real kernel")
@@ -184,7 +187,7 @@ def test_training_forward_takes_the_counting_fused_kernel(monkeypatch, tokens):
     dy = torch.randn(tokens, 64, generator=g).to(BF16)
     results = []
     for allowed in (False, True):
-        monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d: allowed)
+        monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d, count=False: allowed)
         xr = x.clone().requires_grad_()
         ffn.zero_grad()
         ffn(xr).backward(dy)
@@ -199,12 +202,12 @@ def test_training_forward_takes_the_counting_fused_kernel(monkeypatch, tokens):
 
 # --- on a Hopper GPU: bytes against the packer, bad input, the self-check's fallback ---
 
-def integer_operands(M, N, K, seed=0):
+def integer_operands(M, N, K, seed=0, dtype=BF16):
     """Integer-valued x and w1: every product and partial sum is exact in fp32, so any accumulation
     order gives the same y1; with all-zero rows, an Inf in x, a NaN in w1 and repeated rows."""
     g = torch.Generator(device="cuda").manual_seed(seed)
-    x = torch.randint(-3, 4, (M, K), device="cuda", generator=g).to(BF16)
-    w1 = torch.randint(-2, 3, (N, K), device="cuda", generator=g).to(BF16)
+    x = torch.randint(-3, 4, (M, K), device="cuda", generator=g).to(dtype)
+    w1 = torch.randint(-2, 3, (N, K), device="cuda", generator=g).to(dtype)
     x[1] = 0
     x[2, 5] = float("inf")
     w1[7, 3] = float("nan")
@@ -222,10 +225,11 @@ def _fused_or_skip(x, w1, count=False):
 @pytest.mark.gpu
 @pytest.mark.parametrize("M, N, K", [(64, 64, 8), (192, 320, 136), (1024, 4096, 512), (4096, 16384, 4096)])
 @pytest.mark.parametrize("count", [False, True])
-def test_gpu_bytes_and_counts_equal_the_packer_on_exact_sums(M, N, K, count):
-    x, w1 = integer_operands(M, N, K)
+@pytest.mark.parametrize("dtype", [BF16, torch.float16])
+def test_gpu_bytes_and_counts_equal_the_packer_on_exact_sums(M, N, K, count, dtype):
+    x, w1 = integer_operands(M, N, K, dtype=dtype)
     got = _fused_or_skip(x, w1, count)
-    expected = sparsify_pack((x.float() @ w1.float().t()).to(BF16), count=count)
+    expected = sparsify_pack((x.float() @ w1.float().t()).to(dtype), count=count)
     assert got.packed.shape == expected.packed.shape
     assert torch.equal(got.packed.view(torch.int16), expected.packed.view(torch.int16))
     if count:
@@ -237,10 +241,11 @@ def test_gpu_bytes_and_counts_equal_the_packer_on_exact_sums(M, N, K, count):
 
 
 @pytest.mark.gpu
-def test_gpu_realistic_operands_match_the_reference():
+@pytest.mark.parametrize("dtype", [BF16, torch.float16])
+def test_gpu_realistic_operands_match_the_reference(dtype):
     g = torch.Generator(device="cuda").manual_seed(1)
-    x = torch.randn(1024, 2048, device="cuda", generator=g).to(BF16)
-    w1 = (torch.randn(4096, 2048, device="cuda", generator=g) / 2048**0.5 - 0.02).to(BF16)
+    x = torch.randn(1024, 2048, device="cuda", generator=g).to(dtype)
+    w1 = (torch.randn(4096, 2048, device="cuda", generator=g) / 2048**0.5 - 0.02).to(dtype)
     got = unpack_dense(_fused_or_skip(x, w1).packed, 1024, 4096).float()
     y1 = x @ w1.t()
     unfused = unpack_dense(sparsify_pack(y1, count=False).packed, 1024, 4096).float()
@@ -259,24 +264,29 @@ def test_gpu_bad_input_is_rejected():
 
 
 @pytest.mark.gpu
-def test_gpu_self_check_failure_falls_back_with_one_warning(monkeypatch, fresh_decision):
+@pytest.mark.parametrize("count", [False, True])
+def test_gpu_self_check_failure_falls_back_with_one_warning(monkeypatch, fresh_decision, count):
     real = fused.gemm_relu2_pack
 
     def corrupted(x, w1, count=False):
         out = real(x, w1, count=count)
-        out.packed.view(torch.int16)[-1] ^= 1  # one metadata bit
+        if count:
+            out.kept_per_feature[0] += 1
+        else:
+            out.packed.view(torch.int16)[-1] ^= 1  # one metadata bit
         return out
     monkeypatch.setattr(fused, "gemm_relu2_pack", corrupted)
     device = torch.device("cuda", torch.cuda.current_device())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        reason = backend.fused_gemm1_reason(device, BF16)
-        assert backend.fused_gemm1_reason(device, BF16) == reason  # decided once
+        reason = backend.fused_gemm1_reason(device, BF16, count)
+        assert backend.fused_gemm1_reason(device, BF16, count) == reason  # decided once
     if reason is not None and reason.startswith(("nvcc was not found", "CUTLASS's headers")):
         pytest.skip(reason)
-    assert reason == "the fused GEMM1's output differs from cuBLAS + the packer"
+    assert reason == ("the fused GEMM1's per-feature counts differ from the packer's" if count
+                      else "the fused GEMM1's output differs from cuBLAS + the packer")
     assert sum("two kernels" in str(w.message) for w in caught) == 1
-    assert not backend.use_fused_gemm1(device, BF16, 1024)
+    assert not backend.use_fused_gemm1(device, BF16, 1024, count)
 
 
 @pytest.mark.gpu
@@ -295,7 +305,7 @@ def test_gpu_module_inference_runs_the_fused_kernel(monkeypatch, T):
     with torch.inference_mode(), dispatch.sparse_threshold_override(0):
         y = ffn(x)
         assert calls == [(64 * ((T + 63) // 64), 1024)]
-        monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d: False)
+        monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d, count=False: False)
         unfused = ffn(x)
     assert rel_err(y, unfused) < 1e-2  # the same up to GEMM1's accumulation order
 
@@ -306,6 +316,46 @@ def test_gpu_op_registration_and_no_gradient():
     _fused_or_skip(x, w1)
     for count in (False, True):
         torch.library.opcheck(ops.gemm_relu2_pack, (x, w1, count), test_utils=("test_schema", "test_faketensor"))
+    from act24.ops import sparse_training_ops
+
+    w2 = torch.randn(64, 256, device="cuda", dtype=BF16)
+    torch.library.opcheck(sparse_training_ops.sparse_ffn_train_forward,
+                          (x.nan_to_num(0, posinf=0), w1.nan_to_num(0), w2, torch.tensor(0), 12, True),
+                          test_utils=("test_schema", "test_faketensor"))
     packed, _, _ = ops.gemm_relu2_pack(x.float().requires_grad_().to(BF16), w1)
     with pytest.raises(RuntimeError, match="no gradient"):
         packed.float().sum().backward()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [BF16, torch.float16])
+def test_gpu_training_with_the_fused_kernel_matches_the_two_kernels(monkeypatch, dtype):
+    """On integer operands (exact GEMM1) the counting kernel gives the training step the same bytes:
+    the same output, gradients and statistics as GEMM1 then the packer."""
+    import act24
+
+    if backend.fused_gemm1_reason(torch.device("cuda"), dtype, count=True) is not None:
+        pytest.skip(backend.fused_gemm1_reason(torch.device("cuda"), dtype, count=True))
+    ffn = act24.SquaredReLUFFN(512, 2048, sparse=True, perm_seed=1, dtype=dtype, device="cuda", track_stats=True)
+    g = torch.Generator(device="cuda").manual_seed(3)
+    x = torch.randint(-1, 2, (1000, 512), device="cuda", generator=g).to(dtype)  # |y1| << 256: no fp16 overflow
+    with torch.no_grad():
+        ffn.w1.copy_(torch.randint(-1, 2, (2048, 512), device="cuda", generator=g))
+    dy = torch.randn(1000, 512, device="cuda", dtype=dtype)
+    calls, real = [], fused.gemm_relu2_pack
+    monkeypatch.setattr(fused, "gemm_relu2_pack", lambda x, w1, count=False: calls.append(count) or real(x, w1, count=count))
+    results = []
+    for allowed in (False, True):
+        monkeypatch.setattr(fast_forward, "use_fused_gemm1",
+                            lambda device, dtype, d, count=False, allowed=allowed: allowed)
+        xr = x.clone().requires_grad_()
+        ffn.zero_grad()
+        y = ffn(xr)
+        y.backward(dy)
+        results.append((y.detach(), xr.grad, ffn.w1.grad.clone(), ffn.w2.grad.clone(), ffn.last_stats))
+    assert calls == [True]  # the second step's forward, counting
+    (*grads0, stats0), (*grads1, stats1) = results
+    for a, b in zip(grads0, grads1):
+        assert torch.equal(a, b)
+    assert stats0.dropped_fraction == stats1.dropped_fraction > 0
+    assert torch.equal(stats0.feature_density, stats1.feature_density)

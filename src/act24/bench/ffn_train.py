@@ -48,7 +48,7 @@ def saved_activation_bytes(forward, exclude: tuple[torch.Tensor, ...]) -> int:
     return sum(seen.values())
 
 
-def _train_step(forward, x, w1, w2, dy):
+def train_step(forward, x, w1, w2, dy):
     def step():
         for t in (x, w1, w2):
             t.grad = None  # time the backward without gradient accumulation
@@ -84,7 +84,7 @@ def _parts(x, w1, w2, dy, num_dense) -> dict:
         "dense_features": median_ms(lambda: (ops.dy1_dense @ x_perm, ops.a_dense @ dy_perm)),
         "dw2_transpose": median_ms(lambda: transpose(torch.empty(H, x.shape[1], dtype=x.dtype, device=x.device))),
     }
-    if use_fused_gemm1(x.device, x.dtype, x.shape[1]):  # what the step runs instead of the first two parts
+    if use_fused_gemm1(x.device, x.dtype, x.shape[1], count=True):  # what the step runs instead of the first two
         parts["fused_gemm1_pack"] = median_ms(lambda: gemm_relu2_pack(x, w1, count=True))
     y2 = ref.squared_relu(y1)
     dense_parts = {
@@ -111,7 +111,7 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUNDS
                 return fast_forward.sparse_train_forward(a, b, c, PERM_SEED, num_dense)[0]
 
             forwards = {"dense_eager": ref.dense_ffn, "dense_compiled": compiled, "sparse": act24_ffn}
-            steps = {name: _train_step(fn, xs, w1s, w2s, dy) for name, fn in forwards.items()}
+            steps = {name: train_step(fn, xs, w1s, w2s, dy) for name, fn in forwards.items()}
             times = alternating_medians(steps, rounds)
             # the same steps replayed from CUDA graphs: no host cost (what small shapes pay for)
             graphs = graph_timings(steps["dense_compiled"], steps["sparse"], rounds)
@@ -127,7 +127,7 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUNDS
                 "saved_activation_bytes_sparse": saved["sparse"],
                 "saved_fraction": saved["sparse"] / saved["dense_eager"],
                 "num_dense_features": num_dense,
-                "gemm1_fused": use_fused_gemm1(x.device, x.dtype, d),
+                "gemm1_fused": use_fused_gemm1(x.device, x.dtype, d, count=True),
                 **graphs,
             }
             with torch.no_grad():

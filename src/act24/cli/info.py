@@ -30,7 +30,7 @@ def environment() -> dict:
     env["backend"] = backend.name
     env["backend_reason"] = backend.reason
     env["cusparselt_calls"] = _cusparselt_calls() if backend.name == "cusparselt" else None
-    env["fused_gemm1"] = (fused_gemm1_reason(device, torch.bfloat16) or f"on (bf16, d <= {FUSED_GEMM1_MAX_D})") if device.type == "cuda" else None
+    env["fused_gemm1"] = (fused_gemm1_reason(device, torch.bfloat16) or f"on (checked in bf16 without counting; d <= {FUSED_GEMM1_MAX_D})") if device.type == "cuda" else None
     return env
 
 

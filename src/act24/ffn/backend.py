@@ -144,68 +144,69 @@ def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, h
 FUSED_GEMM1_MAX_D = 4096
 
 
-def fused_gemm1_self_check(device: torch.device) -> str | None:
-    """Build the fused GEMM1 and compare it with cuBLAS + the packer on integer inputs (exact sums, so
-    the accumulation order cannot matter), with and without counting; None if the packed bytes and the
-    counts are identical, else why it is off. A missing toolchain raises cuda_build.BuildUnavailable."""
+def fused_gemm1_self_check(device: torch.device, dtype: torch.dtype, count: bool) -> str | None:
+    """Build the fused GEMM1's variant and compare it with cuBLAS + the packer on integer inputs (exact
+    sums, so the accumulation order cannot matter); None if the packed bytes (and counts, when counting)
+    are identical, else why it is off. A missing toolchain raises cuda_build.BuildUnavailable."""
     from ..kernels import cuda_build
     from ..kernels.gemm_relu2_pack import gemm_relu2_pack
     from ..kernels.sparsify_pack import sparsify_pack
 
     gen = torch.Generator(device=device).manual_seed(0)
-    x = torch.randint(-3, 4, (256, 128), device=device, generator=gen).to(torch.bfloat16)
-    w1 = torch.randint(-2, 3, (512, 128), device=device, generator=gen).to(torch.bfloat16)
+    x = torch.randint(-3, 4, (256, 128), device=device, generator=gen).to(dtype)
+    w1 = torch.randint(-2, 3, (512, 128), device=device, generator=gen).to(dtype)
     x[:64] = 0  # all-zero groups; elsewhere ties abound
     try:
-        plain, counted = gemm_relu2_pack(x, w1), gemm_relu2_pack(x, w1, count=True)
+        ours = gemm_relu2_pack(x, w1, count=count)
     except cuda_build.BuildUnavailable:
         raise
     except Exception as e:  # nvcc failed, or the kernel cannot run here
         return f"the fused GEMM1 failed its self-check: {type(e).__name__}: {e}"
-    theirs = sparsify_pack((x.float() @ w1.float().t()).to(torch.bfloat16), count=True)
-    for ours in (plain, counted):
-        if not torch.equal(ours.packed.view(torch.int16), theirs.packed.view(torch.int16)):
-            return "the fused GEMM1's output differs from cuBLAS + the packer"
-    if not (torch.equal(counted.kept_per_feature, theirs.kept_per_feature)
-            and torch.equal(counted.nonzeros_per_feature, theirs.nonzeros_per_feature)):
+    theirs = sparsify_pack((x.float() @ w1.float().t()).to(dtype), count=count)
+    if not torch.equal(ours.packed.view(torch.int16), theirs.packed.view(torch.int16)):
+        return "the fused GEMM1's output differs from cuBLAS + the packer"
+    if count and not (torch.equal(ours.kept_per_feature, theirs.kept_per_feature)
+                      and torch.equal(ours.nonzeros_per_feature, theirs.nonzeros_per_feature)):
         return "the fused GEMM1's per-feature counts differ from the packer's"
     return None
 
 
-_fused_gemm1_decisions: dict[tuple[torch.device, torch.dtype], str | None] = {}
+_fused_gemm1_decisions: dict[tuple[torch.device, torch.dtype, bool], str | None] = {}
 
 
-def fused_gemm1_reason(device: torch.device, dtype: torch.dtype) -> str | None:
-    """None if the inference forward may compute GEMM1 and the packing in one kernel here, else why not.
+def fused_gemm1_reason(device: torch.device, dtype: torch.dtype, count: bool = False) -> str | None:
+    """None if the forward may compute GEMM1 and the packing (counting per feature, for training or
+    statistics, if `count`) in one kernel here, else why not.
 
-    Decided once per device and dtype (ACT24_FUSED_GEMM1 is read then). Not while a CUDA graph is being
-    captured, where the self-check could not run: such a call gets the two kernels and decides nothing."""
+    Decided once per device, dtype and `count` (ACT24_FUSED_GEMM1 is read then): each is a kernel of its
+    own, built when first needed. Not while a CUDA graph is being captured, where the self-check could
+    not run: such a call gets the two kernels and decides nothing."""
     device = _indexed(device)
-    key = (device, dtype)
+    key = (device, dtype, count)
     if key not in _fused_gemm1_decisions:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             return "not decided during CUDA-graph capture (run one call before capturing)"
         from torch._subclasses.fake_tensor import unset_fake_temporarily
 
         with unset_fake_temporarily():  # tracing (export, make_fx) must not turn the self-check's tensors fake
-            _fused_gemm1_decisions[key] = _decide_fused_gemm1(device, dtype)
+            _fused_gemm1_decisions[key] = _decide_fused_gemm1(device, dtype, count)
     return _fused_gemm1_decisions[key]
 
 
-def _decide_fused_gemm1(device: torch.device, dtype: torch.dtype) -> str | None:
+def _decide_fused_gemm1(device: torch.device, dtype: torch.dtype, count: bool) -> str | None:
     from ..kernels import cuda_build
 
     if os.environ.get("ACT24_FUSED_GEMM1", "1") == "0":
         return "turned off by ACT24_FUSED_GEMM1=0"
     if device.type != "cuda":
         return f"{device.type} device: the fused GEMM1 is a CUDA kernel"
-    if dtype != torch.bfloat16:
-        return f"{dtype} activations: the fused GEMM1 is built for bfloat16"
+    if dtype not in (torch.bfloat16, torch.float16):
+        return f"{dtype} activations: the fused GEMM1 is built for bfloat16 and float16"
     backend = backend_for(device, dtype)
     if backend.name != "cusparselt":
         return f"the {backend.name} backend runs here ({backend.reason})"
     try:
-        problem = fused_gemm1_self_check(device)
+        problem = fused_gemm1_self_check(device, dtype, count)
     except cuda_build.BuildUnavailable as e:
         return str(e)  # a missing toolchain is a documented option, not worth a warning
     if problem is not None:
@@ -214,5 +215,5 @@ def _decide_fused_gemm1(device: torch.device, dtype: torch.dtype) -> str | None:
 
 
 @torch.compiler.assume_constant_result  # resolved once at trace time: no graph break under torch.compile
-def use_fused_gemm1(device: torch.device, dtype: torch.dtype, d: int) -> bool:
-    return d <= FUSED_GEMM1_MAX_D and fused_gemm1_reason(device, dtype) is None
+def use_fused_gemm1(device: torch.device, dtype: torch.dtype, d: int, count: bool = False) -> bool:
+    return d <= FUSED_GEMM1_MAX_D and fused_gemm1_reason(device, dtype, count) is None

@@ -1,5 +1,5 @@
-"""The sparse FFN on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2 (in bf16, GEMM1 and the
-packing can be one kernel); the training version also saves the packed activation for the fused sparse
+"""The sparse FFN on sm90: dense GEMM1, fused ReLU²/2:4/pack, cuSPARSELt GEMM2 (GEMM1 and the packing
+can be one kernel); the training version also saves the packed activation for the fused sparse
 backward."""
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torc
     """y = (relu(x @ w1.T + b1)**2 * m) @ w2.T; returns (y, kept per feature, non-zeros per feature),
     the counts None unless `count`.
 
-    Without bias, bf16 GEMM1 and the packing run as one kernel where it was measured faster
+    Without bias, GEMM1 and the packing run as one kernel where it was measured faster
     (ffn/backend.py: use_fused_gemm1)."""
     T = x.shape[0]
     padded = _pad_tokens(x)
-    if b1 is None and T > 0 and _fused_gemm1(x, w1):
+    if b1 is None and T > 0 and _fused_gemm1(x, w1, count):
         packed, kept, nonzeros = ops.gemm_relu2_pack(padded, w1, count)
     else:
         y1 = F.linear(padded, w1, b1)
@@ -55,8 +55,8 @@ def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torc
     return (y[:T], kept, nonzeros) if count else (y[:T], None, None)
 
 
-def _fused_gemm1(x: torch.Tensor, w1: torch.Tensor) -> bool:
-    return x.dtype == w1.dtype == torch.bfloat16 and use_fused_gemm1(x.device, x.dtype, x.shape[1])
+def _fused_gemm1(x: torch.Tensor, w1: torch.Tensor, count: bool) -> bool:
+    return x.dtype == w1.dtype and use_fused_gemm1(x.device, x.dtype, x.shape[1], count)
 
 
 def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int | torch.Tensor,
@@ -65,7 +65,7 @@ def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, pe
     the 6 FFN GEMMs run on 2:4 operands (see ops/sparse_training_ops.py)."""
     from ..ops import sparse_training_ops
 
-    fused = x.shape[0] > 0 and _fused_gemm1(x, w1)
+    fused = x.shape[0] > 0 and _fused_gemm1(x, w1, count=True)
     y, _, kept, nonzeros = sparse_training_ops.sparse_ffn_train_forward(_pad_tokens(x), w1, w2,
                                                                          seed_tensor(perm_seed), num_dense, fused)
     # sliced only when padded: a slice's backward zero-fills and copies the whole gradient ([T, d])

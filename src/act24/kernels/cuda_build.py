@@ -4,7 +4,8 @@ Needs nvcc (CUDA 12.4 or later, for sm_90a) and CUTLASS's headers, found in this
 ACT24_CUTLASS_DIR or CUTLASS_PATH (a CUTLASS checkout: the folder holding `include/cutlass`), then
 the `nvidia-cutlass` package (`pip install 'act24[cutlass]'`). Libraries are cached in
 ACT24_CACHE_DIR (default ~/.cache/act24), named by a hash of the sources, the flags, nvcc's version
-and CUTLASS's version, so an upgrade of any of them rebuilds.
+and CUTLASS's version, so an upgrade of any of them rebuilds. A source may come in variants chosen by
+preprocessor definitions (`load_library(name, ("NAME=VALUE", ...))`), each built when first needed.
 """
 
 from __future__ import annotations
@@ -64,19 +65,20 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("ACT24_CACHE_DIR") or pathlib.Path.home() / ".cache" / "act24")
 
 
-def library_key(name: str, nvcc: str, cutlass: pathlib.Path) -> str:
+def library_key(name: str, nvcc: str, cutlass: pathlib.Path, flags: tuple[str, ...] = FLAGS) -> str:
     digest = hashlib.sha256()
     for source in [SOURCE_DIR / f"{name}.cu", *sorted(SOURCE_DIR.glob("*.cuh"))]:
         digest.update(source.read_bytes())
-    digest.update(" ".join(FLAGS).encode())
+    digest.update(" ".join(flags).encode())
     digest.update(subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout.encode())
     digest.update((cutlass / "include" / "cutlass" / "version.h").read_bytes())
     return digest.hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=None)
-def load_library(name: str) -> ctypes.CDLL:
-    """`kernels/cuda/<name>.cu` compiled for sm_90a (once per source, flags and toolchain) and loaded.
+def load_library(name: str, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """`kernels/cuda/<name>.cu` compiled for sm_90a (once per source, flags, `defines` ("NAME=VALUE",
+    passed as -D flags) and toolchain) and loaded.
 
     Raises BuildUnavailable without nvcc or CUTLASS, RuntimeError if nvcc fails."""
     nvcc = find_nvcc()
@@ -86,19 +88,21 @@ def load_library(name: str) -> ctypes.CDLL:
     if cutlass is None:
         raise BuildUnavailable("CUTLASS's headers were not found (pip install 'act24[cutlass]', or set "
                                "ACT24_CUTLASS_DIR to a CUTLASS checkout)")
-    out = cache_dir() / f"{name}-{library_key(name, nvcc, cutlass)}.so"
+    flags = (*FLAGS, *(f"-D{d}" for d in defines))
+    out = cache_dir() / f"{name}-{library_key(name, nvcc, cutlass, flags)}.so"
     with _build_lock:
         if not out.is_file():
-            _build(name, nvcc, cutlass, out)
+            _build(name, nvcc, cutlass, out, flags)
     return ctypes.CDLL(str(out))
 
 
-def _build(name: str, nvcc: str, cutlass: pathlib.Path, out: pathlib.Path) -> None:
+def _build(name: str, nvcc: str, cutlass: pathlib.Path, out: pathlib.Path, flags: tuple[str, ...] = FLAGS) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"act24: compiling {name}.cu for sm90 (once, under a minute; cached in {out.parent})",
-          file=sys.stderr, flush=True)
+    variant = " ".join(f for f in flags if f.startswith("-D") and f != "-DNDEBUG")
+    print(f"act24: compiling {name}.cu {variant + ' ' if variant else ''}for sm90 (once, under a minute; cached in "
+          f"{out.parent})", file=sys.stderr, flush=True)
     partial = out.with_name(f"{out.name}.{os.getpid()}.partial")  # processes building at once each write their own
-    command = [nvcc, *FLAGS, "-I", str(cutlass / "include"), "-I", str(SOURCE_DIR),
+    command = [nvcc, *flags, "-I", str(cutlass / "include"), "-I", str(SOURCE_DIR),
                str(SOURCE_DIR / f"{name}.cu"), "-o", str(partial)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:

@@ -1,11 +1,12 @@
 """GEMM1 of the sparse FFN forward with ReLU², the 2:4 selection and the packing as its epilogue
-(sm90, bf16; CUTLASS kernel in cuda/gemm_relu2_pack.cu, compiled at first use by cuda_build).
+(sm90, bf16 or fp16; CUTLASS kernel in cuda/gemm_relu2_pack.cu, each variant (dtype, counting)
+compiled at first use by cuda_build).
 
 `gemm_relu2_pack(x, w1, count=...)` returns, byte for byte, what `sparsify_pack(y1, count=...)` returns
-for y1 = bf16(x @ w1.T) as this GEMM accumulates it: the packed operand and, when counting (the training
-forward), the per-feature kept and non-zero counts. y1 itself is never written, which saves its round
+for y1 = x @ w1.T as this GEMM accumulates it, rounded to x's dtype: the packed operand and, when
+counting (the training forward), the per-feature kept and non-zero counts. y1 itself is never written, which saves its round
 trip through memory and the packer's launch. Only the accumulation order differs from cuBLAS's y1
-(bf16 rounding of the same fp32 sums: checked exactly on integer inputs).
+(the same rounding of the same fp32 sums: checked exactly on integer inputs).
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ _STATUS = {2: "CUTLASS asked for a workspace", 3: "CUTLASS cannot implement this
            4: "the kernel's initialisation failed", 5: "the launch failed"}
 
 
+DTYPES = (torch.bfloat16, torch.float16)
+
+
 @functools.lru_cache(maxsize=None)
-def _library() -> ctypes.CDLL:
-    lib = cuda_build.load_library("gemm_relu2_pack")
-    lib.act24_gemm_relu2_pack.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3 + [ctypes.c_void_p]
+def _library(dtype: torch.dtype, count: bool) -> ctypes.CDLL:
+    """The variant for `dtype`, counting or not: each is built when first needed (~25 s)."""
+    lib = cuda_build.load_library("gemm_relu2_pack", (f"ACT24_FP16={int(dtype == torch.float16)}",
+                                                      f"ACT24_COUNT={int(count)}"))
+    lib.act24_gemm_relu2_pack.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 3 + [ctypes.c_void_p]
     lib.act24_gemm_relu2_pack.restype = ctypes.c_int
-    lib.act24_gemm_relu2_pack_count.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 3 + [ctypes.c_void_p]
-    lib.act24_gemm_relu2_pack_count.restype = ctypes.c_int
     return lib
 
 
@@ -41,9 +45,11 @@ def check_inputs(x: torch.Tensor, w1: torch.Tensor) -> None:
     for name, t in (("x", x), ("w1", w1)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype != torch.bfloat16:
-            raise TypeError(f"{name} must be bfloat16 (the fused GEMM is built for bf16), got {t.dtype}")
+        if t.dtype not in DTYPES:
+            raise TypeError(f"{name} must be bfloat16 or float16 (the fused GEMM's builds), got {t.dtype}")
         check_ndim(name, t, ndim=2)
+    if x.dtype != w1.dtype:
+        raise TypeError(f"x and w1 must share a dtype, got {x.dtype} and {w1.dtype}")
     if x.shape[0] == 0:
         raise ValueError("x must have at least one row (token), got shape (0, d)")
     if x.shape[1] != w1.shape[1]:
@@ -69,24 +75,22 @@ def as_operand(t: torch.Tensor) -> torch.Tensor:
 
 
 def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor, *, count: bool = False) -> PackedActivation:
-    """The packed 2:4 operand of relu(x @ w1.T)**2, in cuSPARSELt's layout ([T, hidden * 9/16], bf16), and
+    """The packed 2:4 operand of relu(x @ w1.T)**2, in cuSPARSELt's layout ([T, hidden * 9/16], x's dtype), and
     with `count` the per-feature counts of kernels/sparsify_pack.py (int32 [hidden] each).
 
     Raises cuda_build.BuildUnavailable where the kernel cannot be built (no nvcc or CUTLASS)."""
     check_inputs(x, w1)
     (M, K), N = x.shape, w1.shape[0]
     packed = torch.empty(buffer_shape(M, N)[0], dtype=x.dtype, device=x.device)
-    lib = _library()
+    lib = _library(x.dtype, count)
+    # two buffers, not views of one: the custom ops return both, and their outputs may not alias
+    kept, nonzeros = ((torch.zeros(N, dtype=torch.int32, device=x.device) for _ in range(2)) if count
+                      else (None, None))
     with torch.cuda.device(x.device):  # the kernel launches on the current device's current stream
         stream = torch.cuda.current_stream().cuda_stream
-        if count:  # two buffers, not views of one: the custom ops return both, and outputs may not alias
-            kept = torch.zeros(N, dtype=torch.int32, device=x.device)
-            nonzeros = torch.zeros(N, dtype=torch.int32, device=x.device)
-            status = lib.act24_gemm_relu2_pack_count(x.data_ptr(), w1.data_ptr(), packed.data_ptr(), kept.data_ptr(),
-                                                     nonzeros.data_ptr(), M, N, K, stream)
-        else:
-            kept = nonzeros = None
-            status = lib.act24_gemm_relu2_pack(x.data_ptr(), w1.data_ptr(), packed.data_ptr(), M, N, K, stream)
+        status = lib.act24_gemm_relu2_pack(x.data_ptr(), w1.data_ptr(), packed.data_ptr(),
+                                           kept.data_ptr() if count else None,
+                                           nonzeros.data_ptr() if count else None, M, N, K, stream)
     if status:
         raise RuntimeError(f"the fused GEMM failed: {_STATUS.get(status, f'status {status}')} (x {tuple(x.shape)}, "
                            f"w1 {tuple(w1.shape)})")

@@ -1,11 +1,14 @@
 // GEMM1 of the sparse FFN forward with ReLU², the 2:4 selection and cuSPARSELt packing as its epilogue
-// (relu2_pack_epilogue.cuh), for sm90: packed = pack(relu(bf16(x @ W1^T))**2), and in the training
-// forward's version the per-column counts too. x [M, K] and W1 [N, K] row-major bf16, fp32 accumulation. Built at first use by kernels/cuda_build.py and called through
-// ctypes by kernels/gemm_relu2_pack.py.
+// (relu2_pack_epilogue.cuh), for sm90: packed = pack(relu(round(x @ W1^T))**2). x [M, K] and W1 [N, K]
+// row-major, fp32 accumulation. Built at first use by kernels/cuda_build.py, one library per variant,
+// and called through ctypes by kernels/gemm_relu2_pack.py. Variants (preprocessor definitions):
+//   ACT24_FP16=1   fp16 operands (default bf16)
+//   ACT24_COUNT=1  also the per-column counts of the training forward (kernels/sparsify_pack.py's)
 //
-// The configuration is the fastest of scripts/probe_fused_gemm_pack.py's sweep on the H200: CUTLASS's
-// ping-pong schedule (the epilogue of one warp group overlaps the other's main loop), 128x128x64 tiles,
-// 2x1 clusters, tiles grouped by 8 (fewer where that pads the grid) and rasterized along N.
+// The configuration is the fastest of scripts/probe_fused_gemm_pack.py's sweep on the H200 (bf16):
+// CUTLASS's ping-pong schedule (the epilogue of one warp group overlaps the other's main loop),
+// 128x128x64 tiles, 2x1 clusters, tiles grouped by 8 (fewer where that pads the grid) and rasterized
+// along N.
 
 #include "cutlass/epilogue/collective/detail.hpp"
 #include "cutlass/gemm/collective/collective_builder.hpp"
@@ -17,7 +20,15 @@
 namespace {
 
 using namespace cute;
-using act24::Element;
+
+#if ACT24_FP16
+using Element = cutlass::half_t;
+#else
+using Element = cutlass::bfloat16_t;
+#endif
+#ifndef ACT24_COUNT
+#define ACT24_COUNT 0
+#endif
 
 using Tile = Shape<_128, _128, _64>;
 using Cluster = Shape<_2, _1, _1>;
@@ -43,7 +54,8 @@ int swizzle_size(int M, int N) {
 
 template <bool Count>
 struct Fused {
-  using Epilogue = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<act24::Relu2PackEpilogue<Count>>;
+  using Epilogue =
+      cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<act24::Relu2PackEpilogue<Element, Count>>;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, 8, Element,
       cutlass::layout::ColumnMajor, 8, float, Tile, Cluster,
@@ -78,14 +90,10 @@ struct Fused {
 extern "C" {
 
 // 0 on success; 2: CUTLASS asks for a workspace (none is passed); 3: the problem is not implementable
-// (M or N not a multiple of 64, K not of 8); 4: initialisation failed; 5: the launch failed.
-int act24_gemm_relu2_pack(const void* x, const void* w1, void* packed, int M, int N, int K, void* stream) {
-  return Fused<false>::run(x, w1, packed, nullptr, nullptr, M, N, K, stream);
-}
-
-// The same, also adding each column's kept-non-zero and non-zero counts to kept and nonzeros (int32 [N]).
-int act24_gemm_relu2_pack_count(const void* x, const void* w1, void* packed, int* kept, int* nonzeros, int M, int N,
-                                int K, void* stream) {
-  return Fused<true>::run(x, w1, packed, kept, nonzeros, M, N, K, stream);
+// (M or N not a multiple of 64, K not of 8); 4: initialisation failed; 5: the launch failed. kept and
+// nonzeros (int32 [N], added to) are used by the ACT24_COUNT variant only.
+int act24_gemm_relu2_pack(const void* x, const void* w1, void* packed, int* kept, int* nonzeros, int M, int N, int K,
+                          void* stream) {
+  return Fused<ACT24_COUNT != 0>::run(x, w1, packed, kept, nonzeros, M, N, K, stream);
 }
 }

@@ -1,6 +1,6 @@
 // ReLU², 2:4 selection and cuSPARSELt packing as the epilogue of an sm90 CUTLASS GEMM:
-// packed = pack(relu(bf16(acc))**2) straight from the accumulator registers, so y1 = x @ W1^T never
-// reaches memory. The output is the buffer torch._cslt_compress returns for the masked activation
+// packed = pack(relu(round(acc))**2), rounded to bf16 or fp16, straight from the accumulator registers,
+// so y1 = x @ W1^T never reaches memory. The output is the buffer torch._cslt_compress returns for the masked activation
 // (values row-major [M, N/2], then 4-bit metadata in 64 x 32 blocks; see
 // src/act24/reference/cusparselt_layout.py), byte for byte what kernels/sparsify_pack.py writes for
 // the same y1 (selection and rounding of kernels/top2.py).
@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "cutlass/cutlass.h"
 #include "cute/tensor.hpp"
@@ -23,24 +24,38 @@ namespace act24 {
 
 using namespace cute;
 
-using Element = cutlass::bfloat16_t;
 using StrideOut = cute::Stride<int64_t, _1, int64_t>;
 
-__device__ __forceinline__ uint32_t relu2_bf16x2(float a, float b) {
-  // both accumulators rounded to bf16 first (what the unfused path's y1 holds), then relu and the
-  // square as act24's packer computes them: max.NaN keeps NaN, one rounding of the exact product
+// relu(v)**2 of two accumulators, as the two 16-bit patterns of one uint32: both rounded to the element
+// type first (what the unfused path's y1 holds), then relu and the square as act24's packer computes
+// them (kernels/top2.py): max.NaN keeps NaN, one rounding of the exact product.
+template <class Element>
+__device__ __forceinline__ uint32_t relu2_x2(float a, float b);
+
+template <>
+__device__ __forceinline__ uint32_t relu2_x2<cutlass::bfloat16_t>(float a, float b) {
   __nv_bfloat162 pair = __floats2bfloat162_rn(a, b);
-  uint32_t bits = *reinterpret_cast<uint32_t*>(&pair);
-  uint32_t sq;
+  uint32_t bits = *reinterpret_cast<uint32_t*>(&pair), sq;
   asm("{\n.reg .b32 zero;\nmov.b32 zero, 0;\nmax.NaN.bf16x2 %0, %1, zero;\nmul.rn.bf16x2 %0, %0, %0;\n}"
       : "=r"(sq) : "r"(bits));
   return sq;
 }
 
+template <>
+__device__ __forceinline__ uint32_t relu2_x2<cutlass::half_t>(float a, float b) {
+  __half2 pair = __floats2half2_rn(a, b);
+  uint32_t bits = *reinterpret_cast<uint32_t*>(&pair), sq;
+  asm("{\n.reg .b32 zero;\nmov.b32 zero, 0;\nmax.NaN.f16x2 %0, %1, zero;\nmul.rn.f16x2 %0, %0, %0;\n}"
+      : "=r"(sq) : "r"(bits));
+  return sq;
+}
+
 // The ranking keys of two squares (>= 0 or NaN): their bit patterns, NaN clamped to Inf.
-__device__ __forceinline__ uint32_t keys_bf16x2(uint32_t squares) {
+template <class Element>
+__device__ __forceinline__ uint32_t keys_x2(uint32_t squares) {
+  constexpr uint32_t clamp = cute::is_same_v<Element, cutlass::half_t> ? 0x7C007C00u : 0x7F807F80u;
   uint32_t k;
-  asm("{\n.reg .b32 clamp;\nmov.b32 clamp, 0x7F807F80;\nmin.u16x2 %0, %1, clamp;\n}" : "=r"(k) : "r"(squares));
+  asm("min.u16x2 %0, %1, %2;" : "=r"(k) : "r"(squares), "r"(clamp));
   return k;
 }
 
@@ -49,9 +64,9 @@ __device__ __forceinline__ uint32_t unique_key(uint32_t k, uint32_t p) { return 
 // The two kept 16-bit values (lower position first) and the nibble idx0 | idx1 << 2 of a group whose
 // squares are s01 (positions 0, 1) and s23 (the selection of kernels/top2.py). With Count, also the
 // packer's counter flags, one byte a position: bit 0 kept and non-zero, bit 4 non-zero.
-template <bool Count>
+template <class Element, bool Count>
 __device__ __forceinline__ uint32_t select_2_of_4(uint32_t s01, uint32_t s23, uint32_t* nibble, uint32_t* flags) {
-  const uint32_t k01 = keys_bf16x2(s01), k23 = keys_bf16x2(s23);
+  const uint32_t k01 = keys_x2<Element>(s01), k23 = keys_x2<Element>(s23);
   const uint32_t k0 = k01 & 0xFFFF, k1 = k01 >> 16, k2 = k23 & 0xFFFF, k3 = k23 >> 16;
   uint32_t u0 = unique_key(k0, 0), u1 = unique_key(k1, 1), u2 = unique_key(k2, 2), u3 = unique_key(k3, 3);
   uint32_t second = max(min(max(u0, u1), max(u2, u3)), max(min(u0, u1), min(u2, u3)));
@@ -72,8 +87,8 @@ __device__ __forceinline__ uint32_t select_2_of_4(uint32_t s01, uint32_t s23, ui
 // An operator-style epilogue (the interface of CUTLASS's DefaultEpilogue) run by
 // Sm90TmaWarpSpecializedAdapter inside the warp-specialized kernels. With Count it also adds each
 // column's kept-non-zero and non-zero counts to `kept` and `nonzeros` (int32 [N], zeroed by the caller),
-// as kernels/sparsify_pack.py counts them.
-template <bool Count>
+// as kernels/sparsify_pack.py counts them. Element: bfloat16_t or half_t.
+template <class Element, bool Count>
 struct Relu2PackEpilogue {
   using ElementC = void;
   using ElementD = Element;
@@ -142,13 +157,13 @@ struct Relu2PackEpilogue {
       CUTLASS_PRAGMA_UNROLL
       for (int c = 0; c < 4; ++c) {
         const int i = 16 * b + 4 * c;
-        uint32_t sq_r = relu2_bf16x2(accumulators(i), accumulators(i + 1));
-        uint32_t sq_r8 = relu2_bf16x2(accumulators(i + 2), accumulators(i + 3));
+        uint32_t sq_r = relu2_x2<Element>(accumulators(i), accumulators(i + 1));
+        uint32_t sq_r8 = relu2_x2<Element>(accumulators(i + 2), accumulators(i + 3));
         // the even lane keeps row r (positions 0, 1 its own), the odd lane row r+8 (positions 2, 3 its own)
         uint32_t got_sq = __shfl_xor_sync(0xffffffff, odd ? sq_r : sq_r8, 1);
         uint32_t s01 = odd ? got_sq : sq_r, s23 = odd ? sq_r8 : got_sq;
         uint32_t flags;
-        pairs[c] = select_2_of_4<Count>(s01, s23, &nibbles[c], &flags);
+        pairs[c] = select_2_of_4<Element, Count>(s01, s23, &nibbles[c], &flags);
         auto mn = coords(odd ? i + 2 : i);
         row = m0 + int(get<0>(mn));
         col = n0 + (int(get<1>(mn)) & ~3);  // the group's first column
