@@ -6,9 +6,10 @@
 #   fp16:    the GPU tests, then the same two A/B timings in fp16; the ~1B training throughput with
 #            its blocks compiled.
 #   models:  prefill at 16k and 32k tokens; the ~1B training throughput.
-# Usage: ACT24_COMMIT=<sha> scripts/gpu_fused_training.sh OUTDIR {kernels|fp16|models}
+#   profile: the GPU timeline of the training step at d=4096 and d=2048 (scripts/profile_train_step.py).
+# Usage: ACT24_COMMIT=<sha> scripts/gpu_fused_training.sh OUTDIR {kernels|fp16|models|profile}
 set -uo pipefail
-usage="usage: $0 OUTDIR {kernels|fp16|models}"
+usage="usage: $0 OUTDIR {kernels|fp16|models|profile}"
 out=${1:?$usage}
 part=${2:?$usage}
 mkdir -p "$out"
@@ -32,6 +33,10 @@ case "$part" in
   models)
     timeout -k 10 360 python3 -m act24 bench prefill --tokens 16384 32768 --out "$out" > "$log" 2>&1
     timeout -k 10 100 python3 scripts/train_throughput.py "$out" >> "$log" 2>&1
+    ;;
+  profile)
+    timeout -k 10 120 python3 scripts/profile_train_step.py "$out/d4096" 16384,4096,16384 > "$log" 2>&1
+    timeout -k 10 120 python3 scripts/profile_train_step.py "$out/d2048" 16384,2048,8192 >> "$log" 2>&1
     ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac
