@@ -7,9 +7,11 @@
 #            its blocks compiled.
 #   models:  prefill at 16k and 32k tokens; the ~1B training throughput.
 #   profile: the GPU timeline of the training step at d=4096 and d=2048 (scripts/profile_train_step.py).
-# Usage: ACT24_COMMIT=<sha> scripts/gpu_fused_training.sh OUTDIR {kernels|fp16|models|profile}
+#   step:    the GPU tests, the timelines, the training-step A/B and `act24 bench ffn --backward` at
+#            the target shape.
+# Usage: ACT24_COMMIT=<sha> scripts/gpu_fused_training.sh OUTDIR {kernels|fp16|models|profile|step}
 set -uo pipefail
-usage="usage: $0 OUTDIR {kernels|fp16|models|profile}"
+usage="usage: $0 OUTDIR {kernels|fp16|models|profile|step}"
 out=${1:?$usage}
 part=${2:?$usage}
 mkdir -p "$out"
@@ -37,6 +39,14 @@ case "$part" in
   profile)
     timeout -k 10 120 python3 scripts/profile_train_step.py "$out/d4096" 16384,4096,16384 > "$log" 2>&1
     timeout -k 10 120 python3 scripts/profile_train_step.py "$out/d2048" 16384,2048,8192 >> "$log" 2>&1
+    ;;
+  step)
+    timeout -k 10 200 python3 -m pytest -m gpu tests -q -p no:cacheprovider > "$out/gpu_tests.log" 2>&1
+    tail -n 3 "$out/gpu_tests.log"
+    timeout -k 10 90 python3 scripts/profile_train_step.py "$out/d4096" 16384,4096,16384 > "$log" 2>&1
+    timeout -k 10 90 python3 scripts/profile_train_step.py "$out/d2048" 16384,2048,8192 >> "$log" 2>&1
+    timeout -k 10 120 python3 scripts/ab_fused_gemm1.py "$out" --train 16384,4096,16384 16384,2048,8192 >> "$log" 2>&1
+    timeout -k 10 120 python3 -m act24 bench ffn --backward --shape 4096 16384 --tokens 16384 --out "$out" >> "$log" 2>&1
     ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac

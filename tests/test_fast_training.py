@@ -92,3 +92,32 @@ def test_unpadded_training_output_is_not_sliced(fast_backend):
         y, _, _ = fast_forward.sparse_train_forward(x, w1, w2, 0, 6)
         names.append(type(y.grad_fn).__name__)
     assert "Slice" not in names[0] and "Slice" in names[1]
+
+
+def test_backward_zero_fills_no_gradient_for_the_packed_activation(fast_backend):
+    """The packed activation and the counts are outputs without gradients: autograd must not build
+    zero gradients for them (a [T, H*9/16] fill every step)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from act24.ffn import fast_forward
+
+    class FillsAndZeros(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.__name__.split(".")[0] in ("zeros", "zeros_like", "new_zeros", "fill_", "zero_", "full"):
+                self.shapes.append(tuple(out.shape))
+            return out
+
+    x = torch.randn(128, 64, dtype=BF16, requires_grad=True)
+    w1 = torch.randn(128, 64, dtype=BF16, requires_grad=True)
+    w2 = torch.randn(64, 128, dtype=BF16, requires_grad=True)
+    y, _, _ = fast_forward.sparse_train_forward(x, w1, w2, 0, 6)
+    mode = FillsAndZeros()
+    with mode:
+        y.backward(torch.randn_like(y))
+    assert (128, 128 * 9 // 16) not in mode.shapes and (128,) not in mode.shapes, mode.shapes
+    assert x.grad is not None and w1.grad is not None and w2.grad is not None
