@@ -121,3 +121,14 @@ def test_backward_zero_fills_no_gradient_for_the_packed_activation(fast_backend)
         y.backward(torch.randn_like(y))
     assert (128, 128 * 9 // 16) not in mode.shapes and (128,) not in mode.shapes, mode.shapes
     assert x.grad is not None and w1.grad is not None and w2.grad is not None
+
+
+def test_a_loss_on_the_packed_activation_is_refused(fast_backend):
+    from act24.ops import sparse_training_ops
+    from act24.ops.recipe_ops import seed_tensor
+
+    x = torch.randn(128, 64, dtype=BF16, requires_grad=True)
+    w1, w2 = torch.randn(128, 64, dtype=BF16), torch.randn(64, 128, dtype=BF16)
+    y, packed, _, _ = sparse_training_ops.sparse_ffn_train_forward(x, w1, w2, seed_tensor(0), 6)
+    with pytest.raises(RuntimeError, match="bit-packed and has no gradient"):
+        (y.float().sum() + packed.float().sum()).backward()

@@ -77,20 +77,32 @@ def test_missing_toolchain_raises_build_unavailable(monkeypatch, missing, match)
         cuda_build.load_library.cache_clear()
 
 
+def test_each_variant_gets_its_own_library(tmp_path):
+    """The cache key covers the -D definitions (a fake nvcc: `echo` prints a version of sorts)."""
+    root = _fake_cutlass(tmp_path / "cutlass")
+    (root / "include" / "cutlass" / "version.h").write_text("#define CUTLASS_MAJOR 4")
+    keys = {cuda_build.library_key("gemm_relu2_pack", "echo", root, (*cuda_build.FLAGS, *flags))
+            for flags in [(), ("-DACT24_FP16=1", "-DACT24_COUNT=0"), ("-DACT24_FP16=0", "-DACT24_COUNT=1")]}
+    assert len(keys) == 3
+
+
+VARIANT = ("ACT24_FP16=0", "ACT24_COUNT=0")  # what kernels/gemm_relu2_pack.py loads for bf16 inference
+
+
 @pytest.mark.skipif(cuda_build.find_nvcc() is None or cuda_build.find_cutlass() is None,
                     reason="needs nvcc and CUTLASS's headers")
 def test_the_kernel_compiles_once_and_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("ACT24_CACHE_DIR", str(tmp_path))
     cuda_build.load_library.cache_clear()
     try:
-        lib = cuda_build.load_library("gemm_relu2_pack")
+        lib = cuda_build.load_library("gemm_relu2_pack", VARIANT)
         assert hasattr(lib, "act24_gemm_relu2_pack")
         built = list(tmp_path.glob("gemm_relu2_pack-*.so"))
         assert len(built) == 1 and not list(tmp_path.glob("*.partial"))
         stamp = built[0].stat().st_mtime_ns
         cuda_build.load_library.cache_clear()
         monkeypatch.setattr(cuda_build, "_build", lambda *args: pytest.fail("rebuilt a cached library"))
-        cuda_build.load_library("gemm_relu2_pack")
+        cuda_build.load_library("gemm_relu2_pack", VARIANT)
         assert built[0].stat().st_mtime_ns == stamp
     finally:
         cuda_build.load_library.cache_clear()
@@ -215,6 +227,17 @@ def integer_operands(M, N, K, seed=0, dtype=BF16):
     return x, w1
 
 
+TOOLCHAIN_MISSING = ("nvcc was not found", "CUTLASS's headers")
+
+
+def _require_fused(dtype, count=False):
+    """Skip where the kernel cannot be built here; fail where it was built and then turned off."""
+    reason = backend.fused_gemm1_reason(torch.device("cuda"), dtype, count)
+    if reason is not None and reason.startswith(TOOLCHAIN_MISSING):
+        pytest.skip(reason)
+    assert reason is None, reason
+
+
 def _fused_or_skip(x, w1, count=False):
     try:
         return fused.gemm_relu2_pack(x, w1, count=count)
@@ -281,7 +304,7 @@ def test_gpu_self_check_failure_falls_back_with_one_warning(monkeypatch, fresh_d
         warnings.simplefilter("always")
         reason = backend.fused_gemm1_reason(device, BF16, count)
         assert backend.fused_gemm1_reason(device, BF16, count) == reason  # decided once
-    if reason is not None and reason.startswith(("nvcc was not found", "CUTLASS's headers")):
+    if reason is not None and reason.startswith(TOOLCHAIN_MISSING):
         pytest.skip(reason)
     assert reason == ("the fused GEMM1's per-feature counts differ from the packer's" if count
                       else "the fused GEMM1's output differs from cuBLAS + the packer")
@@ -295,8 +318,7 @@ def test_gpu_module_inference_runs_the_fused_kernel(monkeypatch, T):
     from act24 import SquaredReLUFFN
     from act24.ffn import dispatch
 
-    if backend.fused_gemm1_reason(torch.device("cuda"), BF16) is not None:
-        pytest.skip(backend.fused_gemm1_reason(torch.device("cuda"), BF16))
+    _require_fused(BF16)
     calls = []
     real = ops.gemm_relu2_pack
     monkeypatch.setattr(ops, "gemm_relu2_pack", lambda x, w1, count=False: calls.append(x.shape) or real(x, w1, count))
@@ -334,8 +356,7 @@ def test_gpu_training_with_the_fused_kernel_matches_the_two_kernels(monkeypatch,
     the same output, gradients and statistics as GEMM1 then the packer."""
     import act24
 
-    if backend.fused_gemm1_reason(torch.device("cuda"), dtype, count=True) is not None:
-        pytest.skip(backend.fused_gemm1_reason(torch.device("cuda"), dtype, count=True))
+    _require_fused(dtype, count=True)
     ffn = act24.SquaredReLUFFN(512, 2048, sparse=True, perm_seed=1, dtype=dtype, device="cuda", track_stats=True)
     g = torch.Generator(device="cuda").manual_seed(3)
     x = torch.randint(-1, 2, (1000, 512), device="cuda", generator=g).to(dtype)  # |y1| << 256: no fp16 overflow

@@ -23,7 +23,7 @@ using namespace cute;
 
 namespace {
 
-using act24::Element;
+using Element = cutlass::bfloat16_t;  // the probe measures bf16
 using ProblemShape = Shape<int, int, int, int>;
 
 template <class Tile, class Cluster, class Schedule, bool Fused>
@@ -36,7 +36,7 @@ struct FusedGemm {
       float, float, void, cutlass::layout::RowMajor, 8, Element, cutlass::layout::RowMajor, 8,
       PlainSchedule>::CollectiveOp;
   using Epilogue = cute::conditional_t<
-      Fused, cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<act24::Relu2PackEpilogue>, PlainEpilogue>;
+      Fused, cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<act24::Relu2PackEpilogue<Element, false>>, PlainEpilogue>;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, 8, Element,
       cutlass::layout::ColumnMajor, 8, float, Tile, Cluster,

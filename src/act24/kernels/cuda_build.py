@@ -65,7 +65,7 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("ACT24_CACHE_DIR") or pathlib.Path.home() / ".cache" / "act24")
 
 
-def library_key(name: str, nvcc: str, cutlass: pathlib.Path, flags: tuple[str, ...] = FLAGS) -> str:
+def library_key(name: str, nvcc: str, cutlass: pathlib.Path, flags: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for source in [SOURCE_DIR / f"{name}.cu", *sorted(SOURCE_DIR.glob("*.cuh"))]:
         digest.update(source.read_bytes())
@@ -96,7 +96,7 @@ def load_library(name: str, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
     return ctypes.CDLL(str(out))
 
 
-def _build(name: str, nvcc: str, cutlass: pathlib.Path, out: pathlib.Path, flags: tuple[str, ...] = FLAGS) -> None:
+def _build(name: str, nvcc: str, cutlass: pathlib.Path, out: pathlib.Path, flags: tuple[str, ...]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     variant = " ".join(f for f in flags if f.startswith("-D") and f != "-DNDEBUG")
     print(f"act24: compiling {name}.cu {variant + ' ' if variant else ''}for sm90 (once, under a minute; cached in "

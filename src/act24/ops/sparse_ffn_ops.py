@@ -36,7 +36,7 @@ def _(y1, count=True):
 @torch.library.custom_op("act24::gemm_relu2_pack", mutates_args=())
 def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor, count: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """relu(x @ w1.T)**2 under the token-wise 2:4 mask, packed for cuSPARSELt, in one kernel (sm90, bf16;
+    """relu(x @ w1.T)**2 under the token-wise 2:4 mask, packed for cuSPARSELt, in one kernel (sm90, bf16 or fp16;
     x's rows a multiple of 64): (packed, kept [K], nonzeros [K]) as sparsify_pack returns them."""
     out = _fused.gemm_relu2_pack(_fused.as_operand(x), _fused.as_operand(w1), count=count)
     if not count:

@@ -29,7 +29,7 @@ def sparse_ffn_train_forward(
     """(y [T, d], packed a [T, H*9/16], kept per feature [H], non-zeros per feature [H]); T % 64 == 0.
 
     perm_seed (a CPU int64 scalar, see recipe_ops) and num_dense are the backward's: the token grouping
-    and the dense feature count. fused_gemm1: GEMM1 and the packing in one kernel (bf16; the caller
+    and the dense feature count. fused_gemm1: GEMM1 and the packing in one kernel (bf16 or fp16; the caller
     decides where it runs, ffn/backend.py: use_fused_gemm1)."""
     if fused_gemm1:
         out = _fused.gemm_relu2_pack(_fused.as_operand(x), _fused.as_operand(w1), count=True)
@@ -85,9 +85,10 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, dy, _packed, _kept, _nonzeros):
-    if dy is None:  # y did not reach the loss
-        return None, None, None, None, None, None
+def _backward(ctx, dy, packed_grad, _kept, _nonzeros):
+    if packed_grad is not None:  # a loss computed from the bit-packed activation itself
+        raise RuntimeError("the packed activation the sparse FFN returns beside y is bit-packed and has no "
+                           "gradient: compute the loss from y")
     x, w1, w2, packed, kept = ctx.saved_tensors
     dx, dw1, dw2 = sparse_ffn_train_backward(dy.contiguous(), x, w1, w2, packed, kept, ctx.perm_seed, ctx.num_dense)
     return dx, dw1, dw2, None, None, None
