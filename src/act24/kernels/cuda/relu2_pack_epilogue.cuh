@@ -1,7 +1,7 @@
 // ReLU², 2:4 selection and cuSPARSELt packing as the epilogue of an sm90 CUTLASS GEMM:
 // packed = pack(relu(round(acc))**2), rounded to bf16 or fp16, straight from the accumulator registers,
-// so y1 = x @ W1^T never reaches memory. The output is the buffer torch._cslt_compress returns for the masked activation
-// (values row-major [M, N/2], then 4-bit metadata in 64 x 32 blocks; see
+// so y1 = x @ W1^T never reaches memory. The output is the buffer torch._cslt_compress returns for the
+// masked activation (values row-major [M, N/2], then 4-bit metadata in 64 x 32 blocks; see
 // src/act24/reference/cusparselt_layout.py), byte for byte what kernels/sparsify_pack.py writes for
 // the same y1 (selection and rounding of kernels/top2.py).
 //
