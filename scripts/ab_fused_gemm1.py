@@ -12,7 +12,7 @@ import torch
 
 from act24.bench.common import alternating_medians, header, write_result
 from act24.bench.ffn_forward import compiled_baseline_and_operands
-from act24.bench.ffn_train import DENSE_FRACTION, PERM_SEED, train_step
+from act24.bench.ffn_train import DENSE_FRACTION, act24_train_ffn, train_step
 from act24.ffn import fast_forward
 from act24.reference import dense_feature_count
 
@@ -43,7 +43,7 @@ def training_times(compiled, x, w1, w2) -> dict[str, float]:
     xs, w1s, w2s = (t.detach().requires_grad_() for t in (x, w1, w2))
 
     def act24_step(fused):
-        forward = with_fused(fused, lambda a, b, c: fast_forward.sparse_train_forward(a, b, c, PERM_SEED, num_dense)[0])
+        forward = with_fused(fused, act24_train_ffn(num_dense))
         return train_step(forward, xs, w1s, w2s, dy)
     return alternating_medians({"compiled_dense": train_step(compiled, xs, w1s, w2s, dy),
                                 "unfused": act24_step(False), "fused": act24_step(True)})

@@ -14,8 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from act24.bench.common import header, write_result
 from act24.bench.ffn_forward import compiled_baseline_and_operands
-from act24.bench.ffn_train import DENSE_FRACTION, PERM_SEED, train_step
-from act24.ffn import fast_forward
+from act24.bench.ffn_train import DENSE_FRACTION, act24_train_ffn, train_step
 from act24.reference import dense_feature_count
 
 
@@ -48,12 +47,8 @@ def main() -> None:
     dy = torch.randn_like(x)
     xs, w1s, w2s = (t.detach().requires_grad_() for t in (x, w1, w2))
     num_dense = dense_feature_count(H, DENSE_FRACTION)
-
-    def act24_ffn(a, b, c):
-        return fast_forward.sparse_train_forward(a, b, c, PERM_SEED, num_dense)[0]
-
     result = {"T": T, "d": d, "H": H}
-    for name, forward in (("act24", act24_ffn), ("compiled_dense", compiled)):
+    for name, forward in (("act24", act24_train_ffn(num_dense)), ("compiled_dense", compiled)):
         result[name] = timeline(train_step(forward, xs, w1s, w2s, dy))
         print(name, {k: v for k, v in result[name].items() if k != "rows"}, flush=True)
     for r in result["act24"]["rows"]:

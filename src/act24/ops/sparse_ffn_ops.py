@@ -16,21 +16,29 @@ from ..kernels import sparsify_pack as _pack
 from ..reference.cusparselt_layout import unpack_dense
 
 
+def _outputs(out: _pack.PackedActivation, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A packing op's outputs: the counts as empty tensors where the kernel did not count."""
+    if out.kept_per_feature is None:
+        return out.packed, like.new_empty(0, dtype=torch.int32), like.new_empty(0, dtype=torch.int32)
+    return out.packed, out.kept_per_feature, out.nonzeros_per_feature
+
+
+def _fake_outputs(like: torch.Tensor, rows: int, hidden: int, count: bool):
+    counts = like.new_empty(hidden if count else 0, dtype=torch.int32)
+    # the packed layout's size for 64-row multiples
+    return like.new_empty(rows, hidden * 9 // 16), counts, torch.empty_like(counts)
+
+
 @torch.library.custom_op("act24::sparsify_pack", mutates_args=())
 def sparsify_pack(y1: torch.Tensor, count: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """relu(y1)**2 under the token-wise 2:4 mask, packed for cuSPARSELt: (packed, kept [K], nonzeros [K]);
     without `count` the two counts are empty tensors (the kernel skips the counting)."""
-    out = _pack.sparsify_pack(y1, count=count)
-    if not count:
-        return out.packed, y1.new_empty(0, dtype=torch.int32), y1.new_empty(0, dtype=torch.int32)
-    return out.packed, out.kept_per_feature, out.nonzeros_per_feature
+    return _outputs(_pack.sparsify_pack(y1, count=count), y1)
 
 
 @sparsify_pack.register_fake
 def _(y1, count=True):
-    M, K = y1.shape
-    counts = y1.new_empty(K if count else 0, dtype=torch.int32)
-    return y1.new_empty(M, K * 9 // 16), counts, torch.empty_like(counts)
+    return _fake_outputs(y1, *y1.shape, count)
 
 
 @torch.library.custom_op("act24::gemm_relu2_pack", mutates_args=())
@@ -38,17 +46,12 @@ def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor, count: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """relu(x @ w1.T)**2 under the token-wise 2:4 mask, packed for cuSPARSELt, in one kernel (sm90, bf16 or fp16;
     x's rows a multiple of 64): (packed, kept [K], nonzeros [K]) as sparsify_pack returns them."""
-    out = _fused.gemm_relu2_pack(_fused.as_operand(x), _fused.as_operand(w1), count=count)
-    if not count:
-        return out.packed, x.new_empty(0, dtype=torch.int32), x.new_empty(0, dtype=torch.int32)
-    return out.packed, out.kept_per_feature, out.nonzeros_per_feature
+    return _outputs(_fused.gemm_relu2_pack(_fused.as_operand(x), _fused.as_operand(w1), count=count), x)
 
 
 @gemm_relu2_pack.register_fake
 def _(x, w1, count=False):
-    counts = x.new_empty(w1.shape[0] if count else 0, dtype=torch.int32)
-    # the packed layout's size for 64-row multiples
-    return x.new_empty(x.shape[0], w1.shape[0] * 9 // 16), counts, torch.empty_like(counts)
+    return _fake_outputs(x, x.shape[0], w1.shape[0], count)
 
 
 @torch.library.custom_op("act24::sparse_mm", mutates_args=())
