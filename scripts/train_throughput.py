@@ -1,7 +1,11 @@
 """Training throughput of the ~1B config (d=2048, hidden 8192, 24 layers, seq 4096), dense vs 2:4
-sparse FFNs, in one process on the same model; synthetic tokens. Writes OUT/train_throughput.json.
+sparse FFNs, in one process on the same model; synthetic tokens. The modes alternate (dense, sparse, sparse, dense,
+... for --rounds rounds: the H200 runs this at its power cap, and a run after a pause gets a higher clock
+for a while, so neither mode may always go first) and each mode's median run is reported. Writes
+OUT/train_throughput.json.
 
-Usage: PYTHONPATH=src python scripts/train_throughput.py OUT [--batch-size 4] [--steps 10] [--compile]
+Usage: PYTHONPATH=src python scripts/train_throughput.py OUT [--batch-size 4] [--steps 10] [--rounds 2]
+       [--compile]
 (--compile: each block torch.compiled, as `act24 train --compile`, for both modes; the JSON's name gets
 the suffix _compiled)
 """
@@ -9,6 +13,7 @@ the suffix _compiled)
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -38,6 +43,7 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="torch.compile each block (fullgraph)")
     args = p.parse_args()
     cfg = preset("1b", ffn="relu2")
@@ -50,17 +56,18 @@ def main() -> None:
     g = torch.Generator(device="cuda").manual_seed(0)
     tokens = torch.randint(0, cfg.vocab_size, (args.batch_size, cfg.seq_len + 1), device="cuda", generator=g)
     batch = tokens[:, :-1], tokens[:, 1:]
-    result = {}
-    for mode in ("dense", "sparse", "dense"):  # dense twice: the clock drift between runs
-        model.set_sparse(mode == "sparse")
-        result.setdefault(mode, []).append(tokens_per_s(model, opt, batch, args.steps))
-        print(mode, result[mode][-1], flush=True)
-    dense = max(result["dense"])
+    result = {"dense": [], "sparse": []}
+    for _ in range(args.rounds):
+        for mode in ("dense", "sparse", "sparse", "dense"):
+            model.set_sparse(mode == "sparse")
+            result[mode].append(tokens_per_s(model, opt, batch, args.steps))
+            print(mode, result[mode][-1], flush=True)
+    dense, sparse = statistics.median(result["dense"]), statistics.median(result["sparse"])
     row = {"config": f"1b: d={cfg.d_model}, hidden={cfg.hidden}, {cfg.n_layers} layers, seq {cfg.seq_len}, "
                      f"batch {args.batch_size}, {model.num_params() / 1e9:.2f}B params, bf16 autocast, "
                      f"{'blocks compiled' if args.compile else 'eager'}",
-           "dense_tokens_per_s": dense, "sparse_tokens_per_s": result["sparse"][0],
-           "speedup": result["sparse"][0] / dense, "dense_runs_tokens_per_s": result["dense"]}
+           "dense_tokens_per_s": dense, "sparse_tokens_per_s": sparse, "speedup": sparse / dense,
+           "dense_runs_tokens_per_s": result["dense"], "sparse_runs_tokens_per_s": result["sparse"]}
     write_result(args.out, "train_throughput_compiled" if args.compile else "train_throughput",
                  {**header(), "rows": [row]})
     print(row)

@@ -111,6 +111,21 @@ def test_dense_feature_count_and_densest_features():
         n = int(torch.randint(1, counts.numel() + 1, (), generator=g))
         stable = torch.sort(-counts.long(), stable=True).indices[:n].sort().values
         assert torch.equal(ref.densest_features(counts, n), stable)
+        assert torch.equal(ref.densest_features(counts, n, max_count=5), stable)  # 32-bit keys
+
+
+def test_densest_features_with_32_bit_keys_at_their_limit():
+    # the largest bound whose keys fit 32 bits, and counts at that bound: the same choice as 64-bit keys
+    h = 1024
+    bound = (2**31 - 1) // h - 1
+    g = torch.Generator().manual_seed(0)
+    counts = torch.randint(bound - 3, bound + 1, (h,), generator=g, dtype=torch.int32)
+    for n in (1, 51, h):
+        assert torch.equal(ref.densest_features(counts, n, max_count=bound), ref.densest_features(counts, n))
+    # a bound too large for 32-bit keys falls back to 64-bit ones rather than overflowing
+    big = torch.full((h,), 2**31 // h + 5, dtype=torch.int64)
+    big[7] += 1
+    assert ref.densest_features(big, 1, max_count=int(big.max())).tolist() == [7]
 
 
 def test_selection_bad_input():

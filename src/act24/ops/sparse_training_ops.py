@@ -57,7 +57,7 @@ def sparse_ffn_train_backward(
     # (a step that starts after a synchronisation otherwise waits on that host work)
     dy2 = dy @ w2
     perm = ref.cached_token_permutation(T, int(perm_seed), x.device)
-    dense = ref.densest_features(kept, num_dense)
+    dense = ref.densest_features(kept, num_dense, max_count=T)
     ops = backward_pack(packed, dy2, perm, dense)
     del dy2
     dx = cusparselt.sparse_mm(ops.dy1_tokenwise, w1, T)

@@ -121,12 +121,16 @@ def dense_feature_count(hidden: int, fraction: float, multiple: int = 1) -> int:
     return min(n, hidden)
 
 
-def densest_features(counts: torch.Tensor, num_dense: int) -> torch.Tensor:
-    """Indices of the `num_dense` features with the most non-zeros (ties: lower index), sorted."""
+def densest_features(counts: torch.Tensor, num_dense: int, max_count: int | None = None) -> torch.Tensor:
+    """Indices of the `num_dense` features with the most non-zeros (ties: lower index), sorted.
+
+    max_count: a bound on the counts (e.g. the token count) that lets the selection use 32-bit keys."""
     if num_dense == 0:
         return torch.empty(0, dtype=torch.long, device=counts.device)
     # unique keys, larger for more counts and then for lower indices: the top num_dense by a radix
-    # select (a handful of kernels; two full 64-bit sorts took ~0.35 ms of host time a step)
+    # select (a handful of kernels; two full 64-bit sorts took ~0.35 ms of host time a step), which
+    # on 32-bit keys needs half the passes of 64-bit ones
     h = counts.numel()
-    key = counts.to(torch.int64) * h + torch.arange(h - 1, -1, -1, device=counts.device)
+    key_dtype = torch.int32 if max_count is not None and (max_count + 1) * h <= 2**31 - 1 else torch.int64
+    key = counts.to(key_dtype) * h + torch.arange(h - 1, -1, -1, device=counts.device, dtype=key_dtype)
     return key.topk(num_dense, sorted=False).indices.sort().values

@@ -1,0 +1,122 @@
+"""Ways to pick the training backward's dense features (the densest 5% by kept count, ties to the lower
+index) in one process: `reference.densest_features` with 64-bit keys (no bound on the counts) and with
+32-bit ones (the bound given, as the training op does), and other ways; GPU time (alternated medians)
+and host issue time per call, at the two training shapes' hidden sizes. Each way is checked against
+the definition first (same set; same order where it claims one). Then the FFN training step with each
+key width (and compiled dense), alternated, at T=16384 and d=2048 and 4096. Writes
+OUT/densest_features_ab.json.
+
+Usage: PYTHONPATH=src python scripts/ab_densest_features.py OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from act24 import reference as ref
+from act24.bench.common import alternating_medians, header, write_result
+from act24.bench.ffn_forward import compiled_baseline_and_operands
+from act24.bench.ffn_train import DENSE_FRACTION, act24_train_ffn, train_step
+
+T = 16384  # tokens: the largest count a feature can have
+
+
+def keys32(counts, h):
+    return counts.to(torch.int32) * h + torch.arange(h - 1, -1, -1, device=counts.device, dtype=torch.int32)
+
+
+def topk32_unsorted(counts, n):
+    return keys32(counts, counts.numel()).topk(n, sorted=False).indices
+
+
+def topk32_by_density(counts, n):
+    return keys32(counts, counts.numel()).topk(n, sorted=True).indices
+
+
+def sort32_sorted_after(counts, n):
+    return keys32(counts, counts.numel()).sort(descending=True).indices[:n].sort().values
+
+
+def topk32_mask(counts, n):
+    h = counts.numel()
+    mask = torch.zeros(h, dtype=torch.bool, device=counts.device)
+    mask[keys32(counts, h).topk(n, sorted=False).indices] = True
+    return torch.nonzero_static(mask, size=n).squeeze(1)
+
+
+WAYS = {"int32_keys": (lambda counts, n: ref.densest_features(counts, n, max_count=T), "sorted"),
+        "topk32_unsorted": (topk32_unsorted, "set"),
+        "topk32_by_density": (topk32_by_density, "set"), "sort32_sorted_after": (sort32_sorted_after, "sorted"),
+        "topk32_mask": (topk32_mask, "sorted")}
+
+
+def host_us(fn, calls: int = 200) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
+
+
+def with_64_bit_keys(fn):
+    """fn(*args) with the training op's dense-feature selection on 64-bit keys (the bound ignored)."""
+    def run(*args):
+        chosen = ref.densest_features
+        ref.densest_features = lambda counts, n, max_count=None: chosen(counts, n)
+        try:
+            return fn(*args)
+        finally:
+            ref.densest_features = chosen
+    return run
+
+
+def step_times(T: int, d: int, H: int) -> dict:
+    compiled, x, w1, w2 = compiled_baseline_and_operands(T, d, H)
+    num_dense = ref.dense_feature_count(H, DENSE_FRACTION)
+    dy = torch.randn_like(x)
+    xs, w1s, w2s = (t.detach().requires_grad_() for t in (x, w1, w2))
+    ms = alternating_medians({
+        "compiled_dense": train_step(compiled, xs, w1s, w2s, dy),
+        "int64_keys": train_step(with_64_bit_keys(act24_train_ffn(num_dense)), xs, w1s, w2s, dy),
+        "int32_keys": train_step(act24_train_ffn(num_dense), xs, w1s, w2s, dy)})
+    return {"T": T, "d": d, "H": H, "ms": ms,
+            "speedup_int64": ms["compiled_dense"] / ms["int64_keys"], "speedup_int32": ms["compiled_dense"] / ms["int32_keys"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    args = p.parse_args()
+    rows = []
+    for h in (8192, 16384):
+        n = ref.dense_feature_count(h, 0.05)
+        g = torch.Generator(device="cuda").manual_seed(h)
+        # few distinct counts: many ties at the boundary, where the tie rule decides
+        counts = torch.randint(0, 64, (h,), device="cuda", generator=g, dtype=torch.int32) * (T // 64)
+        want = ref.densest_features(counts, n)
+        fns = {"int64_keys": lambda: ref.densest_features(counts, n)}
+        row = {"H": h, "num_dense": n, "agrees": {}}
+        for name, (way, order) in WAYS.items():
+            got = way(counts, n)
+            same = torch.equal(got, want) if order == "sorted" else torch.equal(got.sort().values, want)
+            row["agrees"][name] = same
+            if same:
+                fns[name] = (lambda way=way: way(counts, n))
+        row["gpu_us"] = {k: v * 1e3 for k, v in alternating_medians(fns, rounds=5).items()}
+        row["host_us"] = {k: host_us(f) for k, f in fns.items()}
+        print(row, flush=True)
+        rows.append(row)
+    steps = []
+    for shape in ((T, 2048, 8192), (T, 4096, 16384)):
+        steps.append(step_times(*shape))
+        print(steps[-1], flush=True)
+    write_result(args.out, "densest_features_ab", {**header(), "T": T, "rows": rows, "training_step": steps})
+
+
+if __name__ == "__main__":
+    main()
