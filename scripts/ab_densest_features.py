@@ -1,10 +1,10 @@
 """Ways to pick the training backward's dense features (the densest 5% by kept count, ties to the lower
-index) in one process: `reference.densest_features` with 64-bit keys (no bound on the counts) and with
-32-bit ones (the bound given, as the training op does), and other ways; GPU time (alternated medians)
-and host issue time per call, at the two training shapes' hidden sizes. Each way is checked against
-the definition first (same set; same order where it claims one). Then the FFN training step with each
-key width (and compiled dense), alternated, at T=16384 and d=2048 and 4096. Writes
-OUT/densest_features_ab.json.
+index) in one process: `reference.densest_features` as it was (64-bit keys, indices sorted), the
+training op's `dense_feature_selection` (32-bit keys, the indices as a set), and other ways; GPU time
+(alternated medians) and host issue time per call, at the two training shapes' hidden sizes. Each way
+is checked against the definition first (same set; same order where it claims one). Then the FFN
+training step with the old and the new selection (and compiled dense), alternated, at T=16384 and
+d=2048 and 4096. Writes OUT/densest_features_ab.json.
 
 Usage: PYTHONPATH=src python scripts/ab_densest_features.py OUT
 """
@@ -20,16 +20,13 @@ from act24 import reference as ref
 from act24.bench.common import alternating_medians, header, write_result
 from act24.bench.ffn_forward import compiled_baseline_and_operands
 from act24.bench.ffn_train import DENSE_FRACTION, act24_train_ffn, train_step
+from act24.ops import sparse_training_ops
 
 T = 16384  # tokens: the largest count a feature can have
 
 
 def keys32(counts, h):
     return counts.to(torch.int32) * h + torch.arange(h - 1, -1, -1, device=counts.device, dtype=torch.int32)
-
-
-def topk32_unsorted(counts, n):
-    return keys32(counts, counts.numel()).topk(n, sorted=False).indices
 
 
 def topk32_by_density(counts, n):
@@ -47,8 +44,8 @@ def topk32_mask(counts, n):
     return torch.nonzero_static(mask, size=n).squeeze(1)
 
 
-WAYS = {"int32_keys": (lambda counts, n: ref.densest_features(counts, n, max_count=T), "sorted"),
-        "topk32_unsorted": (topk32_unsorted, "set"),
+WAYS = {"adopted": (lambda counts, n: sparse_training_ops.dense_feature_selection(counts, n, T), "set"),
+        "int32_keys_sorted": (lambda counts, n: ref.densest_features(counts, n, max_count=T), "sorted"),
         "topk32_by_density": (topk32_by_density, "set"), "sort32_sorted_after": (sort32_sorted_after, "sorted"),
         "topk32_mask": (topk32_mask, "sorted")}
 
@@ -63,15 +60,15 @@ def host_us(fn, calls: int = 200) -> float:
     return elapsed / calls * 1e6
 
 
-def with_64_bit_keys(fn):
-    """fn(*args) with the training op's dense-feature selection on 64-bit keys (the bound ignored)."""
+def with_old_selection(fn):
+    """fn(*args) with the training op's dense features chosen as before: 64-bit keys, indices sorted."""
     def run(*args):
-        chosen = ref.densest_features
-        ref.densest_features = lambda counts, n, max_count=None: chosen(counts, n)
+        chosen = sparse_training_ops.dense_feature_selection
+        sparse_training_ops.dense_feature_selection = lambda kept, n, tokens: ref.densest_features(kept, n)
         try:
             return fn(*args)
         finally:
-            ref.densest_features = chosen
+            sparse_training_ops.dense_feature_selection = chosen
     return run
 
 
@@ -82,10 +79,10 @@ def step_times(T: int, d: int, H: int) -> dict:
     xs, w1s, w2s = (t.detach().requires_grad_() for t in (x, w1, w2))
     ms = alternating_medians({
         "compiled_dense": train_step(compiled, xs, w1s, w2s, dy),
-        "int64_keys": train_step(with_64_bit_keys(act24_train_ffn(num_dense)), xs, w1s, w2s, dy),
-        "int32_keys": train_step(act24_train_ffn(num_dense), xs, w1s, w2s, dy)})
+        "before": train_step(with_old_selection(act24_train_ffn(num_dense)), xs, w1s, w2s, dy),
+        "adopted": train_step(act24_train_ffn(num_dense), xs, w1s, w2s, dy)})
     return {"T": T, "d": d, "H": H, "ms": ms,
-            "speedup_int64": ms["compiled_dense"] / ms["int64_keys"], "speedup_int32": ms["compiled_dense"] / ms["int32_keys"]}
+            "speedup_before": ms["compiled_dense"] / ms["before"], "speedup_adopted": ms["compiled_dense"] / ms["adopted"]}
 
 
 def main() -> None:
@@ -99,7 +96,7 @@ def main() -> None:
         # few distinct counts: many ties at the boundary, where the tie rule decides
         counts = torch.randint(0, 64, (h,), device="cuda", generator=g, dtype=torch.int32) * (T // 64)
         want = ref.densest_features(counts, n)
-        fns = {"int64_keys": lambda: ref.densest_features(counts, n)}
+        fns = {"before": lambda: ref.densest_features(counts, n)}
         row = {"H": h, "num_dense": n, "agrees": {}}
         for name, (way, order) in WAYS.items():
             got = way(counts, n)

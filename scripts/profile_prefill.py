@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
-import subprocess
-import threading
-import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from act24.bench.common import header, median_ms, write_result
+from act24.bench.gpu_sampler import GpuSampler
 from act24.bench.prefill import build_model
 from act24.ffn import ffn_modules, set_sparse
 
@@ -38,39 +35,6 @@ def kernel_times(fn, reps: int = 3) -> dict[str, float]:
         if event.device_type == torch.autograd.DeviceType.CUDA:
             times[event.name[:90]] += event.device_time / 1e3 / reps
     return dict(times.most_common())
-
-
-class GpuSampler:
-    """SM clock (MHz), power (W) and temperature (C) from nvidia-smi every ~0.1 s while in the `with`."""
-
-    QUERY = ["nvidia-smi", "--query-gpu=clocks.sm,power.draw,temperature.gpu", "--format=csv,noheader,nounits",
-             "-i", "0"]
-
-    def __enter__(self):
-        self.samples, self.running = [], True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    def _run(self):
-        while self.running:
-            try:
-                out = subprocess.run(self.QUERY, capture_output=True, text=True, timeout=5).stdout
-                self.samples.append([float(v) for v in out.strip().split(",")])
-            except (OSError, ValueError, subprocess.SubprocessError):
-                return
-            time.sleep(0.1)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-
-    def summary(self) -> dict:
-        if not self.samples:
-            return {}
-        cols = list(zip(*self.samples))
-        return {"sm_clock_mhz": statistics.median(cols[0]), "power_w": statistics.median(cols[1]),
-                "temperature_c": max(cols[2]), "samples": len(self.samples)}
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Training throughput of the ~1B config (d=2048, hidden 8192, 24 layers, seq 4096), dense vs 2:4
 sparse FFNs, in one process on the same model; synthetic tokens. The modes alternate (dense, sparse, sparse, dense,
 ... for --rounds rounds: the H200 runs this at its power cap, and a run after a pause gets a higher clock
-for a while, so neither mode may always go first) and each mode's median run is reported. Writes
-OUT/train_throughput.json.
+for a while, so neither mode may always go first) and each mode's median run is reported, with the SM
+clock and power of every run (nvidia-smi). Writes OUT/train_throughput.json.
 
 Usage: PYTHONPATH=src python scripts/train_throughput.py OUT [--batch-size 4] [--steps 10] [--rounds 2]
        [--compile]
@@ -19,6 +19,7 @@ import time
 import torch
 
 from act24.bench.common import header, write_result
+from act24.bench.gpu_sampler import GpuSampler
 from act24.model import DecoderLM, preset
 
 
@@ -56,18 +57,21 @@ def main() -> None:
     g = torch.Generator(device="cuda").manual_seed(0)
     tokens = torch.randint(0, cfg.vocab_size, (args.batch_size, cfg.seq_len + 1), device="cuda", generator=g)
     batch = tokens[:, :-1], tokens[:, 1:]
-    result = {"dense": [], "sparse": []}
+    result, gpu = {"dense": [], "sparse": []}, {"dense": [], "sparse": []}
     for _ in range(args.rounds):
         for mode in ("dense", "sparse", "sparse", "dense"):
             model.set_sparse(mode == "sparse")
-            result[mode].append(tokens_per_s(model, opt, batch, args.steps))
-            print(mode, result[mode][-1], flush=True)
+            with GpuSampler() as sampler:
+                result[mode].append(tokens_per_s(model, opt, batch, args.steps))
+            gpu[mode].append(sampler.summary())
+            print(mode, result[mode][-1], gpu[mode][-1], flush=True)
     dense, sparse = statistics.median(result["dense"]), statistics.median(result["sparse"])
     row = {"config": f"1b: d={cfg.d_model}, hidden={cfg.hidden}, {cfg.n_layers} layers, seq {cfg.seq_len}, "
                      f"batch {args.batch_size}, {model.num_params() / 1e9:.2f}B params, bf16 autocast, "
                      f"{'blocks compiled' if args.compile else 'eager'}",
            "dense_tokens_per_s": dense, "sparse_tokens_per_s": sparse, "speedup": sparse / dense,
-           "dense_runs_tokens_per_s": result["dense"], "sparse_runs_tokens_per_s": result["sparse"]}
+           "dense_runs_tokens_per_s": result["dense"], "sparse_runs_tokens_per_s": result["sparse"],
+           "dense_runs_gpu": gpu["dense"], "sparse_runs_gpu": gpu["sparse"]}
     write_result(args.out, "train_throughput_compiled" if args.compile else "train_throughput",
                  {**header(), "rows": [row]})
     print(row)

@@ -1,8 +1,11 @@
 """What every benchmark result records about the code it measured."""
 
 import subprocess
+import sys
+import time
 
 from act24.bench import common
+from act24.bench.gpu_sampler import GpuSampler
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -42,3 +45,18 @@ def test_alternating_medians_times_each_fn_in_both_places_after_one_warm_up(monk
                                           "b": lambda: order.append("b") or "b"}, rounds=3)
     assert order == ["a", "b"] + ["a", "b", "b", "a"] * 3  # warm-up, then A B B A rounds
     assert medians == {"a": 3.5, "b": 7.0}
+
+
+def test_gpu_sampler_reads_clock_power_and_temperature(monkeypatch):
+    monkeypatch.setattr(GpuSampler, "QUERY", [sys.executable, "-c", "print('1515, 690.5, 61')"])
+    with GpuSampler() as gpu:
+        time.sleep(0.3)
+    assert gpu.summary()["sm_clock_mhz"] == 1515 and gpu.summary()["power_w"] == 690.5
+    assert gpu.summary()["temperature_c"] == 61 and gpu.summary()["samples"] >= 1
+
+
+def test_gpu_sampler_without_nvidia_smi_reports_nothing(monkeypatch):
+    monkeypatch.setattr(GpuSampler, "QUERY", ["/nonexistent/nvidia-smi"])
+    with GpuSampler() as gpu:
+        pass
+    assert gpu.summary() == {}

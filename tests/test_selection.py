@@ -112,6 +112,8 @@ def test_dense_feature_count_and_densest_features():
         stable = torch.sort(-counts.long(), stable=True).indices[:n].sort().values
         assert torch.equal(ref.densest_features(counts, n), stable)
         assert torch.equal(ref.densest_features(counts, n, max_count=5), stable)  # 32-bit keys
+        as_set = ref.densest_features(counts, n, max_count=5, in_index_order=False)
+        assert torch.equal(as_set.sort().values, stable)
 
 
 def test_densest_features_with_32_bit_keys_at_their_limit():

@@ -18,6 +18,7 @@ from ..kernels.backward_pack import backward_pack
 from ..kernels.gemm_relu2_pack import gemm_relu2_pack
 from ..kernels.sparsify_pack import sparsify_pack
 from ..kernels.transpose import transpose
+from ..ops.sparse_training_ops import dense_feature_selection
 from .common import ROUNDS, alternating_medians, graph_timings, median_ms
 from .ffn_forward import SHAPES, TOKENS, compiled_baseline_and_operands
 
@@ -69,7 +70,7 @@ def backward_pack_inputs(x, w1, w2, dy, num_dense):
     y1 = x @ w1.t()
     pk = sparsify_pack(y1)
     perm = ref.cached_token_permutation(x.shape[0], PERM_SEED, x.device)
-    return y1, pk, dy @ w2, perm, ref.densest_features(pk.kept_per_feature, num_dense)
+    return y1, pk, dy @ w2, perm, dense_feature_selection(pk.kept_per_feature, num_dense, x.shape[0])
 
 
 def _parts(x, w1, w2, dy, num_dense) -> dict:
@@ -83,6 +84,7 @@ def _parts(x, w1, w2, dy, num_dense) -> dict:
         "sparsify_pack": median_ms(lambda: sparsify_pack(y1)),
         "gemm2_sparse": median_ms(lambda: cusparselt.sparse_mm(pk.packed, w2.t(), T)),
         "dy2_dense": median_ms(lambda: dy @ w2),
+        "dense_feature_selection": median_ms(lambda: dense_feature_selection(pk.kept_per_feature, num_dense, T)),
         "backward_pack": median_ms(lambda: backward_pack(pk.packed, dy2, perm, dense)),
         "dx_sparse": median_ms(lambda: cusparselt.sparse_mm(ops.dy1_tokenwise, w1, T)),
         "permute_x_dy": median_ms(lambda: (x[perm], dy[perm])),

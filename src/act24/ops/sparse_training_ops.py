@@ -46,6 +46,12 @@ def _(x, w1, w2, perm_seed, num_dense, fused_gemm1=False):
     return x.new_empty(T, d), x.new_empty(T, H * 9 // 16), counts, torch.empty_like(counts)
 
 
+def dense_feature_selection(kept: torch.Tensor, num_dense: int, tokens: int) -> torch.Tensor:
+    """The backward's dense features: the densest by kept count, on 32-bit keys (a count is at most
+    `tokens`), as a set: their rows land by index (index_copy_), so their order changes no gradient."""
+    return ref.densest_features(kept, num_dense, max_count=tokens, in_index_order=False)
+
+
 @torch.library.custom_op("act24::sparse_ffn_train_backward", mutates_args=())
 def sparse_ffn_train_backward(
     dy: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, packed: torch.Tensor, kept: torch.Tensor,
@@ -57,7 +63,7 @@ def sparse_ffn_train_backward(
     # (a step that starts after a synchronisation otherwise waits on that host work)
     dy2 = dy @ w2
     perm = ref.cached_token_permutation(T, int(perm_seed), x.device)
-    dense = ref.densest_features(kept, num_dense, max_count=T)
+    dense = dense_feature_selection(kept, num_dense, T)
     ops = backward_pack(packed, dy2, perm, dense)
     del dy2
     dx = cusparselt.sparse_mm(ops.dy1_tokenwise, w1, T)

@@ -121,10 +121,13 @@ def dense_feature_count(hidden: int, fraction: float, multiple: int = 1) -> int:
     return min(n, hidden)
 
 
-def densest_features(counts: torch.Tensor, num_dense: int, max_count: int | None = None) -> torch.Tensor:
+def densest_features(counts: torch.Tensor, num_dense: int, max_count: int | None = None,
+                     in_index_order: bool = True) -> torch.Tensor:
     """Indices of the `num_dense` features with the most non-zeros (ties: lower index), sorted.
 
-    max_count: a bound on the counts (e.g. the token count) that lets the selection use 32-bit keys."""
+    max_count: a bound on the counts (e.g. the token count) that lets the selection use 32-bit keys.
+    in_index_order=False: the same indices in the selection's own order, without sorting them (for
+    callers that use them as a set)."""
     if num_dense == 0:
         return torch.empty(0, dtype=torch.long, device=counts.device)
     # unique keys, larger for more counts and then for lower indices: the top num_dense by a radix
@@ -133,4 +136,5 @@ def densest_features(counts: torch.Tensor, num_dense: int, max_count: int | None
     h = counts.numel()
     key_dtype = torch.int32 if max_count is not None and (max_count + 1) * h <= 2**31 - 1 else torch.int64
     key = counts.to(key_dtype) * h + torch.arange(h - 1, -1, -1, device=counts.device, dtype=key_dtype)
-    return key.topk(num_dense, sorted=False).indices.sort().values
+    chosen = key.topk(num_dense, sorted=False).indices
+    return chosen.sort().values if in_index_order else chosen
