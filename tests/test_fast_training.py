@@ -132,3 +132,28 @@ def test_a_loss_on_the_packed_activation_is_refused(fast_backend):
     y, packed, _, _ = sparse_training_ops.sparse_ffn_train_forward(x, w1, w2, seed_tensor(0), 6)
     with pytest.raises(RuntimeError, match="bit-packed and has no gradient"):
         (y.float().sum() + packed.float().sum()).backward()
+
+
+def test_backward_takes_the_dense_features_from_the_training_op_selection(fast_backend, monkeypatch):
+    """The backward picks the dense features through `dense_feature_selection`, bounded by the token
+    count (32-bit keys), and its result as a set gives the gradients of the sorted choice."""
+    from act24.ffn import fast_forward
+    from act24.ops import sparse_training_ops as ops
+
+    g = torch.Generator().manual_seed(4)
+    w1, w2 = torch.randn(128, 64, generator=g, dtype=BF16), torch.randn(64, 128, generator=g, dtype=BF16)
+    x, dy = torch.randn(128, 64, generator=g, dtype=BF16), torch.randn(128, 64, generator=g, dtype=BF16)
+    real, calls, grads = ops.dense_feature_selection, [], []
+    for as_set in (True, False):
+        def select(kept, n, tokens, as_set=as_set):
+            calls.append((n, tokens))
+            chosen = real(kept, n, tokens)
+            return chosen.flip(0) if as_set else chosen.sort().values  # any order of the same set
+        monkeypatch.setattr(ops, "dense_feature_selection", select)
+        xr = x.clone().requires_grad_()
+        wr1, wr2 = w1.clone().requires_grad_(), w2.clone().requires_grad_()
+        fast_forward.sparse_train_forward(xr, wr1, wr2, 0, 6)[0].backward(dy)
+        grads.append((xr.grad, wr1.grad, wr2.grad))
+    assert calls == [(6, 128), (6, 128)]
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
