@@ -12,14 +12,15 @@ Usage: PYTHONPATH=src python scripts/ab_densest_features.py OUT
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from unittest import mock
 
 import torch
 
 from act24 import reference as ref
 from act24.bench.common import alternating_medians, header, write_result
-from act24.bench.ffn_forward import compiled_baseline_and_operands
-from act24.bench.ffn_train import DENSE_FRACTION, act24_train_ffn, train_step
+from act24.bench.ffn_train import step_ab
 from act24.ops import sparse_training_ops
 
 T = 16384  # tokens: the largest count a feature can have
@@ -60,30 +61,10 @@ def host_us(fn, calls: int = 200) -> float:
     return elapsed / calls * 1e6
 
 
-def with_old_selection(fn):
-    """fn(*args) with the training op's dense features chosen as before: 64-bit keys, indices sorted."""
-    def run(*args):
-        chosen = sparse_training_ops.dense_feature_selection
-        sparse_training_ops.dense_feature_selection = lambda kept, n, tokens: ref.densest_features(kept, n)
-        try:
-            return fn(*args)
-        finally:
-            sparse_training_ops.dense_feature_selection = chosen
-    return run
-
-
-def step_times(T: int, d: int, H: int) -> dict:
-    compiled, x, w1, w2 = compiled_baseline_and_operands(T, d, H)
-    num_dense = ref.dense_feature_count(H, DENSE_FRACTION)
-    dy = torch.randn_like(x)
-    xs, w1s, w2s = (t.detach().requires_grad_() for t in (x, w1, w2))
-    ms = alternating_medians({
-        "compiled_dense": train_step(compiled, xs, w1s, w2s, dy),
-        # the whole step patched: the selection runs in the backward, after the forward has returned
-        "before": with_old_selection(train_step(act24_train_ffn(num_dense), xs, w1s, w2s, dy)),
-        "adopted": train_step(act24_train_ffn(num_dense), xs, w1s, w2s, dy)})
-    return {"T": T, "d": d, "H": H, "ms": ms,
-            "speedup_before": ms["compiled_dense"] / ms["before"], "speedup_adopted": ms["compiled_dense"] / ms["adopted"]}
+def old_selection():
+    """The training op's dense features chosen as before (64-bit keys, indices sorted), for a whole step."""
+    return mock.patch.object(sparse_training_ops, "dense_feature_selection",
+                             lambda kept, n, tokens: ref.densest_features(kept, n))
 
 
 def main() -> None:
@@ -111,7 +92,7 @@ def main() -> None:
         rows.append(row)
     steps = []
     for shape in ((T, 2048, 8192), (T, 4096, 16384)):
-        steps.append(step_times(*shape))
+        steps.append(step_ab(*shape, {"before": old_selection, "adopted": contextlib.nullcontext}))
         print(steps[-1], flush=True)
     write_result(args.out, "densest_features_ab", {**header(), "T": T, "rows": rows, "training_step": steps})
 

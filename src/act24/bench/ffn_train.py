@@ -144,3 +144,23 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUNDS
             torch.cuda.empty_cache()
     return rows
 
+
+def step_ab(T: int, d: int, H: int, arms: dict, rounds: int = ROUNDS) -> dict:
+    """act24's training step at one shape under each arm — {name: a function returning a context
+    manager that sets the arm up (a setting patched) for the whole step} — against compiled dense,
+    alternated in one process: {"T", "d", "H", "ms": {name: median}, "speedup": {name: vs compiled}}."""
+    compiled, x, w1, w2 = compiled_baseline_and_operands(T, d, H)
+    num_dense = ref.dense_feature_count(H, DENSE_FRACTION)
+    dy = torch.randn_like(x)
+    xs, w1s, w2s = (t.detach().requires_grad_() for t in (x, w1, w2))
+    step = train_step(act24_train_ffn(num_dense), xs, w1s, w2s, dy)
+
+    def under(arm):
+        def run():
+            with arm():
+                step()
+        return run
+    ms = alternating_medians({"compiled_dense": train_step(compiled, xs, w1s, w2s, dy),
+                              **{name: under(arm) for name, arm in arms.items()}}, rounds)
+    return {"T": T, "d": d, "H": H, "ms": ms, "speedup": {name: ms["compiled_dense"] / ms[name] for name in arms}}
+
