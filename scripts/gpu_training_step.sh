@@ -4,11 +4,9 @@
 #             and the FFN training step), `act24 bench ffn --backward` at d=2048 (its parts), and the ~1B
 #             training throughput with the modes alternated.
 #   compiled: the selection A/B again and the ~1B throughput with its blocks compiled, alternated.
-#   stream:   the GPU tests, the backward's side stream against one stream (scripts/ab_side_stream.py),
-#             and the ~1B training throughput, alternated.
-# Usage: ACT24_COMMIT=<sha> scripts/gpu_training_step.sh OUTDIR {step|compiled|stream}
+# Usage: ACT24_COMMIT=<sha> scripts/gpu_training_step.sh OUTDIR {step|compiled}
 set -uo pipefail
-usage="usage: $0 OUTDIR {step|compiled|stream}"
+usage="usage: $0 OUTDIR {step|compiled}"
 out=${1:?$usage}
 part=${2:?$usage}
 mkdir -p "$out"
@@ -26,12 +24,6 @@ case "$part" in
   compiled)
     timeout -k 10 150 python3 scripts/ab_densest_features.py "$out" > "$log" 2>&1
     timeout -k 10 400 python3 scripts/train_throughput.py "$out" --compile >> "$log" 2>&1
-    ;;
-  stream)
-    timeout -k 10 270 python3 -m pytest -m gpu tests -q -p no:cacheprovider -rs > "$out/gpu_tests.log" 2>&1
-    tail -n 3 "$out/gpu_tests.log"
-    timeout -k 10 150 python3 scripts/ab_side_stream.py "$out" > "$log" 2>&1
-    timeout -k 10 140 python3 scripts/train_throughput.py "$out" >> "$log" 2>&1
     ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac

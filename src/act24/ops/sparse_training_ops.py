@@ -11,8 +11,6 @@ Tokens are permuted only where they are grouped in fours: inside the backward.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from .. import reference as ref
@@ -48,17 +46,6 @@ def _(x, w1, w2, perm_seed, num_dense, fused_gemm1=False):
     return x.new_empty(T, d), x.new_empty(T, H * 9 // 16), counts, torch.empty_like(counts)
 
 
-SIDE_STREAM = True  # the backward's selection and token gathers on a second stream (GPU only)
-_side_streams: dict[torch.device, torch.cuda.Stream] = {}
-
-
-def _side_stream(device: torch.device) -> torch.cuda.Stream:
-    """One side stream per device, made once: outside any CUDA graph capture (the first steps are eager)."""
-    if device not in _side_streams:
-        _side_streams[device] = torch.cuda.Stream(device)
-    return _side_streams[device]
-
-
 def dense_feature_selection(kept: torch.Tensor, num_dense: int, tokens: int) -> torch.Tensor:
     """The backward's dense features: the densest by kept count, on 32-bit keys (a count is at most
     `tokens`), as a set: their rows land by index (index_copy_), so their order changes no gradient."""
@@ -72,29 +59,15 @@ def sparse_ffn_train_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dW1, dW2) of the recipe from the forward's saved x and packed a."""
     T, H = x.shape[0], w1.shape[0]
-    perm = ref.cached_token_permutation(T, int(perm_seed), x.device)
-    side = _side_stream(x.device) if x.is_cuda and SIDE_STREAM else None
-    if side is not None:
-        main = torch.cuda.current_stream(x.device)
-        side.wait_stream(main)  # dy, x, kept and perm are ready; dy2's GEMM below is not waited for
-    # the largest GEMM first: the GPU runs it while the host works out the dense features (a step that
-    # starts after a synchronisation otherwise waits on that host work)
+    # the largest GEMM first: the GPU runs it while the host works out the grouping and the dense features
+    # (a step that starts after a synchronisation otherwise waits on that host work)
     dy2 = dy @ w2
-    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-        # the selection and the gathers are small and memory- or latency-bound: on the side stream they
-        # run beside dy2's GEMM and the packer instead of between them
-        dense = dense_feature_selection(kept, num_dense, T)
-        selected = side.record_event() if side is not None else None
-        x_perm, dy_perm = x[perm], dy[perm]
-    if side is not None:
-        main.wait_event(selected)
-        for t in (dense, x_perm, dy_perm):
-            t.record_stream(main)  # allocated on the side stream, used on the main one
+    perm = ref.cached_token_permutation(T, int(perm_seed), x.device)
+    dense = dense_feature_selection(kept, num_dense, T)
     ops = backward_pack(packed, dy2, perm, dense)
     del dy2
     dx = cusparselt.sparse_mm(ops.dy1_tokenwise, w1, T)
-    if side is not None:
-        main.wait_stream(side)
+    x_perm, dy_perm = x[perm], dy[perm]
     dw1 = cusparselt.sparse_mm(ops.dy1_featurewise, x_perm, H)
     dw2_t = cusparselt.sparse_mm(ops.a_featurewise, dy_perm, H)
     if num_dense:
