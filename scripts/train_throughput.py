@@ -1,8 +1,9 @@
 """Training throughput of the ~1B config (d=2048, hidden 8192, 24 layers, seq 4096), dense vs 2:4
 sparse FFNs, in one process on the same model; synthetic tokens. The modes alternate (dense, sparse, sparse, dense,
-... for --rounds rounds: the H200 runs this at its power cap, and a run after a pause gets a higher clock
-for a while, so neither mode may always go first) and each mode's median run is reported, with the SM
-clock and power of every run (nvidia-smi). Writes OUT/train_throughput.json.
+... for --rounds rounds, after one untimed run of each: the H200 runs this at its power cap, and a run
+after a pause gets a higher clock for a while, so neither mode may always go first) and each mode's
+median run is reported, with the SM clock and power over each run's timed steps (nvidia-smi). Writes
+OUT/train_throughput.json.
 
 Usage: PYTHONPATH=src python scripts/train_throughput.py OUT [--batch-size 4] [--steps 10] [--rounds 2]
        [--compile]
@@ -23,20 +24,28 @@ from act24.bench.gpu_sampler import GpuSampler
 from act24.model import DecoderLM, preset
 
 
-def tokens_per_s(model, opt, batch, steps: int, warmup: int = 3) -> float:
+def tokens_per_s(model, opt, batch, steps: int, warmup: int = 3) -> tuple[float, dict]:
+    """Tokens/s over `steps` training steps after `warmup` untimed ones, and the GPU's clock and power
+    over the timed steps."""
     x, y = batch
-    for i in range(warmup + steps):
-        if i == warmup:
-            torch.cuda.synchronize()
-            start = time.perf_counter()
+
+    def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(x, y)[1]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+    for _ in range(warmup):
+        step()
     torch.cuda.synchronize()
-    return steps * x.numel() / (time.perf_counter() - start)
+    with GpuSampler() as gpu:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return steps * x.numel() / elapsed, gpu.summary()
 
 
 def main() -> None:
@@ -57,14 +66,17 @@ def main() -> None:
     g = torch.Generator(device="cuda").manual_seed(0)
     tokens = torch.randint(0, cfg.vocab_size, (args.batch_size, cfg.seq_len + 1), device="cuda", generator=g)
     batch = tokens[:, :-1], tokens[:, 1:]
+    for mode in ("dense", "sparse"):  # untimed: compiles, algorithm searches, and the clock after the set-up
+        model.set_sparse(mode == "sparse")
+        tokens_per_s(model, opt, batch, args.steps)
     result, gpu = {"dense": [], "sparse": []}, {"dense": [], "sparse": []}
     for _ in range(args.rounds):
         for mode in ("dense", "sparse", "sparse", "dense"):
             model.set_sparse(mode == "sparse")
-            with GpuSampler() as sampler:
-                result[mode].append(tokens_per_s(model, opt, batch, args.steps))
-            gpu[mode].append(sampler.summary())
-            print(mode, result[mode][-1], gpu[mode][-1], flush=True)
+            tokens, clock = tokens_per_s(model, opt, batch, args.steps)
+            result[mode].append(tokens)
+            gpu[mode].append(clock)
+            print(mode, tokens, clock, flush=True)
     dense, sparse = statistics.median(result["dense"]), statistics.median(result["sparse"])
     row = {"config": f"1b: d={cfg.d_model}, hidden={cfg.hidden}, {cfg.n_layers} layers, seq {cfg.seq_len}, "
                      f"batch {args.batch_size}, {model.num_params() / 1e9:.2f}B params, bf16 autocast, "

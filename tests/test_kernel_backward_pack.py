@@ -39,7 +39,7 @@ def test_backward_operands_equal_the_reference(T, H, nb, num_dense, dtype):
     y1 = relu2_inputs(T, H, dtype, seed=T + H)
     dy2 = _dy2(T, H, dtype, seed=T * H)
     perm = ref.token_permutation(T, seed=T)
-    dense = torch.randperm(H, generator=torch.Generator().manual_seed(H))[:num_dense].sort().values
+    dense = torch.randperm(H, generator=torch.Generator().manual_seed(H))[:num_dense]  # any order: the op's is topk's
     packed = sparsify_pack(y1.to(DEVICE)).packed
     out = backward_pack(packed, dy2.to(DEVICE), perm.to(DEVICE), dense.to(DEVICE), token_blocks_per_program=nb)
 

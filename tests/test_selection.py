@@ -124,9 +124,10 @@ def test_densest_features_with_32_bit_keys_at_their_limit():
     counts = torch.randint(bound - 3, bound + 1, (h,), generator=g, dtype=torch.int32)
     for n in (1, 51, h):
         assert torch.equal(ref.densest_features(counts, n, max_count=bound), ref.densest_features(counts, n))
-    # a bound too large for 32-bit keys falls back to 64-bit ones rather than overflowing
-    big = torch.full((h,), 2**31 // h + 5, dtype=torch.int64)
-    big[7] += 1
+    # a bound too large for 32-bit keys falls back to 64-bit ones rather than overflowing: in 32 bits
+    # feature 7's key would wrap negative and feature 0 would win
+    big = torch.zeros(h, dtype=torch.int64)
+    big[7] = 2**31 // h + 1
     assert ref.densest_features(big, 1, max_count=int(big.max())).tolist() == [7]
 
 

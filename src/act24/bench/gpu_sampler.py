@@ -9,11 +9,25 @@ import threading
 import time
 
 
-class GpuSampler:
-    """SM clock (MHz), power (W) and temperature (C) from nvidia-smi every ~0.1 s while in the `with`."""
+def nvidia_smi_id(device=None) -> str | None:
+    """nvidia-smi's name for a CUDA device (default: the current one): its UUID, which unlike an index
+    does not depend on CUDA_VISIBLE_DEVICES; None without CUDA."""
+    import torch
 
-    QUERY = ["nvidia-smi", "--query-gpu=clocks.sm,power.draw,temperature.gpu", "--format=csv,noheader,nounits",
-             "-i", "0"]
+    if not torch.cuda.is_available():
+        return None
+    return f"GPU-{torch.cuda.get_device_properties(torch.cuda.current_device() if device is None else device).uuid}"
+
+
+class GpuSampler:
+    """SM clock (MHz), power (W) and temperature (C) of one GPU (default: the current device) from
+    nvidia-smi every ~0.1 s while in the `with`."""
+
+    QUERY = ["nvidia-smi", "--query-gpu=clocks.sm,power.draw,temperature.gpu", "--format=csv,noheader,nounits"]
+
+    def __init__(self, device=None):
+        gpu = nvidia_smi_id(device)
+        self.command = self.QUERY + (["-i", gpu] if gpu is not None else [])
 
     def __enter__(self):
         self.samples, self.running = [], True
@@ -24,7 +38,7 @@ class GpuSampler:
     def _run(self):
         while self.running:
             try:
-                out = subprocess.run(self.QUERY, capture_output=True, text=True, timeout=5).stdout
+                out = subprocess.run(self.command, capture_output=True, text=True, timeout=5).stdout
                 self.samples.append([float(v) for v in out.strip().split(",")])
             except (OSError, ValueError, subprocess.SubprocessError):
                 return

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from ..reference.checks import check_multiple, check_ndim
+from .launch import on_device_of
 from .top2 import (INTERPRETED, TL_DTYPE, bits16, from_bits16, magnitude_key16, packed_regions, round_to,
                    select_2_of_4_keyed)
 
@@ -244,10 +245,11 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
     dy1_dense = torch.empty(num_dense, T, dtype=dy2.dtype, device=dy2.device)
     a_dense = torch.empty_like(dy1_dense)
     grid = ((H // 64) * (T // (32 * nb)),)
-    _backward_pack_kernel[grid](
-        a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
-        dy1_dense.view(torch.int64), a_dense.view(torch.int64), T, H,  # 4 tokens of a dense row per int64
-        NB=nb, HAS_DENSE=num_dense > 0, DTYPE=TL_DTYPE[dy2.dtype], RND=INTERPRETED, num_warps=num_warps,
-        **({"maxnreg": max_registers} if max_registers and not INTERPRETED else {}),
-    )
+    with on_device_of(dy2):
+        _backward_pack_kernel[grid](
+            a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
+            dy1_dense.view(torch.int64), a_dense.view(torch.int64), T, H,  # 4 tokens of a dense row per int64
+            NB=nb, HAS_DENSE=num_dense > 0, DTYPE=TL_DTYPE[dy2.dtype], RND=INTERPRETED, num_warps=num_warps,
+            **({"maxnreg": max_registers} if max_registers and not INTERPRETED else {}),
+        )
     return BackwardOperands(dy1_tok, dy1_feat, a_feat, dy1_dense, a_dense)

@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from ..reference.checks import check_hopper, check_multiple, check_ndim
+from .launch import on_device_of
 from .top2 import INTERPRETED, TL_DTYPE, magnitude_key16, packed_regions, relu2_pair, rounded_bits16, select_2_of_4_keyed
 
 ROW_BLOCK, COL_BLOCK = 64, 32  # one metadata block
@@ -217,11 +218,12 @@ def sparsify_pack(y1: torch.Tensor, *, count: bool = True, blocks_per_program: i
     # a group of 4 values is one int64: each thread selects whole groups, nothing is shuffled
     y1_groups = y1.view(torch.int64)
     grid = (triton.cdiv(M, ROW_BLOCK * blocks_per_program) * (K // (COL_BLOCK * cols_per_program)),)
-    _sparsify_pack_kernel[grid](
-        y1_groups, values, metadata, kept, nonzeros,
-        y1_groups.stride(0), M, K,
-        BLOCKS=blocks_per_program, CB=cols_per_program, COUNT=count, DTYPE=TL_DTYPE[y1.dtype],
-        INTERPRETED=INTERPRETED,
-        num_warps=num_warps,
-    )
+    with on_device_of(y1):
+        _sparsify_pack_kernel[grid](
+            y1_groups, values, metadata, kept, nonzeros,
+            y1_groups.stride(0), M, K,
+            BLOCKS=blocks_per_program, CB=cols_per_program, COUNT=count, DTYPE=TL_DTYPE[y1.dtype],
+            INTERPRETED=INTERPRETED,
+            num_warps=num_warps,
+        )
     return PackedActivation(packed, kept, nonzeros) if count else PackedActivation(packed, None, None)

@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from ..reference.checks import check_ndim
+from .launch import on_device_of
 
 TILE = 64
 
@@ -35,5 +36,6 @@ def transpose(x: torch.Tensor) -> torch.Tensor:
     M, N = x.shape
     out = torch.empty(N, M, dtype=x.dtype, device=x.device)
     if x.numel():
-        _transpose_kernel[(triton.cdiv(M, TILE), triton.cdiv(N, TILE))](x, out, M, N, TILE=TILE, num_warps=4)
+        with on_device_of(x):
+            _transpose_kernel[(triton.cdiv(M, TILE), triton.cdiv(N, TILE))](x, out, M, N, TILE=TILE, num_warps=4)
     return out

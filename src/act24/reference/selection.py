@@ -123,11 +123,11 @@ def dense_feature_count(hidden: int, fraction: float, multiple: int = 1) -> int:
 
 def densest_features(counts: torch.Tensor, num_dense: int, max_count: int | None = None,
                      in_index_order: bool = True) -> torch.Tensor:
-    """Indices of the `num_dense` features with the most non-zeros (ties: lower index), sorted.
+    """Indices of the `num_dense` features with the most non-zeros (ties: lower index), in increasing
+    order (in_index_order=False: the same indices in the selection's own order, for callers that use
+    them as a set).
 
-    max_count: a bound on the counts (e.g. the token count) that lets the selection use 32-bit keys.
-    in_index_order=False: the same indices in the selection's own order, without sorting them (for
-    callers that use them as a set)."""
+    max_count: a bound on the counts (e.g. the token count) that lets the selection use 32-bit keys."""
     if num_dense == 0:
         return torch.empty(0, dtype=torch.long, device=counts.device)
     # unique keys, larger for more counts and then for lower indices: the top num_dense by a radix
