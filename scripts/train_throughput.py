@@ -73,10 +73,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for mode in ("dense", "sparse", "sparse", "dense"):
             model.set_sparse(mode == "sparse")
-            tokens, clock = tokens_per_s(model, opt, batch, args.steps)
-            result[mode].append(tokens)
+            rate, clock = tokens_per_s(model, opt, batch, args.steps)
+            result[mode].append(rate)
             gpu[mode].append(clock)
-            print(mode, tokens, clock, flush=True)
+            print(mode, rate, clock, flush=True)
     dense, sparse = statistics.median(result["dense"]), statistics.median(result["sparse"])
     row = {"config": f"1b: d={cfg.d_model}, hidden={cfg.hidden}, {cfg.n_layers} layers, seq {cfg.seq_len}, "
                      f"batch {args.batch_size}, {model.num_params() / 1e9:.2f}B params, bf16 autocast, "

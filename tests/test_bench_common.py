@@ -3,8 +3,11 @@
 import subprocess
 import sys
 import time
+import types
 
-from act24.bench import common
+import torch
+
+from act24.bench import common, gpu_sampler
 from act24.bench.gpu_sampler import GpuSampler
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -60,3 +63,10 @@ def test_gpu_sampler_without_nvidia_smi_reports_nothing(monkeypatch):
     with GpuSampler() as gpu:
         pass
     assert gpu.summary() == {}
+
+
+def test_gpu_sampler_names_the_gpu_by_uuid(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: types.SimpleNamespace(uuid="1-2"))
+    assert gpu_sampler.nvidia_smi_id() == "GPU-1-2"
+    assert GpuSampler().command[-2:] == ["-i", "GPU-1-2"]

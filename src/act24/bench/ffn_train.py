@@ -163,4 +163,3 @@ def step_ab(T: int, d: int, H: int, arms: dict, rounds: int = ROUNDS) -> dict:
     ms = alternating_medians({"compiled_dense": train_step(compiled, xs, w1s, w2s, dy),
                               **{name: under(arm) for name, arm in arms.items()}}, rounds)
     return {"T": T, "d": d, "H": H, "ms": ms, "speedup": {name: ms["compiled_dense"] / ms[name] for name in arms}}
-

@@ -16,7 +16,7 @@ def nvidia_smi_id(device=None) -> str | None:
 
     if not torch.cuda.is_available():
         return None
-    return f"GPU-{torch.cuda.get_device_properties(torch.cuda.current_device() if device is None else device).uuid}"
+    return f"GPU-{torch.cuda.get_device_properties(device).uuid}"
 
 
 class GpuSampler:
