@@ -13,35 +13,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 from unittest import mock
 
 import torch
 
 from act24 import reference as ref
-from act24.bench.common import alternating_medians, header, write_result
+from act24.bench.common import alternating_medians, header, host_issue_ms, write_result
 from act24.bench.ffn_train import step_ab
 from act24.ops import sparse_training_ops
+from act24.reference.selection import density_keys
 
 T = 16384  # tokens: the largest count a feature can have
 
 
-def keys32(counts, h):
-    return counts.to(torch.int32) * h + torch.arange(h - 1, -1, -1, device=counts.device, dtype=torch.int32)
-
-
 def topk32_by_density(counts, n):
-    return keys32(counts, counts.numel()).topk(n, sorted=True).indices
+    return density_keys(counts, T).topk(n, sorted=True).indices
 
 
 def sort32_sorted_after(counts, n):
-    return keys32(counts, counts.numel()).sort(descending=True).indices[:n].sort().values
+    return density_keys(counts, T).sort(descending=True).indices[:n].sort().values
 
 
 def topk32_mask(counts, n):
-    h = counts.numel()
-    mask = torch.zeros(h, dtype=torch.bool, device=counts.device)
-    mask[keys32(counts, h).topk(n, sorted=False).indices] = True
+    mask = torch.zeros(counts.numel(), dtype=torch.bool, device=counts.device)
+    mask[density_keys(counts, T).topk(n, sorted=False).indices] = True
     return torch.nonzero_static(mask, size=n).squeeze(1)
 
 
@@ -49,16 +44,6 @@ WAYS = {"adopted": (lambda counts, n: sparse_training_ops.dense_feature_selectio
         "int32_keys_sorted": (lambda counts, n: ref.densest_features(counts, n, max_count=T), "sorted"),
         "topk32_by_density": (topk32_by_density, "set"), "sort32_sorted_after": (sort32_sorted_after, "sorted"),
         "topk32_mask": (topk32_mask, "sorted")}
-
-
-def host_us(fn, calls: int = 200) -> float:
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    elapsed = time.perf_counter() - start
-    torch.cuda.synchronize()
-    return elapsed / calls * 1e6
 
 
 def old_selection():
@@ -87,7 +72,7 @@ def main() -> None:
             if same:
                 fns[name] = (lambda way=way: way(counts, n))
         row["gpu_us"] = {k: v * 1e3 for k, v in alternating_medians(fns, rounds=5).items()}
-        row["host_us"] = {k: host_us(f) for k, f in fns.items()}
+        row["host_us"] = {k: host_issue_ms(f, calls=200) * 1e3 for k, f in fns.items()}
         print(row, flush=True)
         rows.append(row)
     steps = []

@@ -8,12 +8,12 @@ import subprocess
 import threading
 import time
 
+import torch
+
 
 def nvidia_smi_id(device=None) -> str | None:
     """nvidia-smi's name for a CUDA device (default: the current one): its UUID, which unlike an index
     does not depend on CUDA_VISIBLE_DEVICES; None without CUDA."""
-    import torch
-
     if not torch.cuda.is_available():
         return None
     return f"GPU-{torch.cuda.get_device_properties(device).uuid}"

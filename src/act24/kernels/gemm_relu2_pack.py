@@ -19,6 +19,7 @@ import torch
 from ..reference.checks import check_hopper, check_multiple, check_ndim, check_same_device
 from ..reference.cusparselt_layout import buffer_shape
 from . import cuda_build
+from .launch import on_device_of
 from .sparsify_pack import COL_BLOCK, ROW_BLOCK, PackedActivation
 
 # the packed layout's 64-row metadata blocks; hidden as for the packer (whole 64-column strips); x's and
@@ -86,7 +87,7 @@ def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor, *, count: bool = False) -
     # two buffers, not views of one: the custom ops return both, and their outputs may not alias
     kept, nonzeros = ((torch.zeros(N, dtype=torch.int32, device=x.device) for _ in range(2)) if count
                       else (None, None))
-    with torch.cuda.device(x.device):  # the kernel launches on the current device's current stream
+    with on_device_of(x):  # the kernel launches on the current device's current stream
         stream = torch.cuda.current_stream().cuda_stream
         status = lib.act24_gemm_relu2_pack(x.data_ptr(), w1.data_ptr(), packed.data_ptr(),
                                            kept.data_ptr() if count else None,

@@ -1,6 +1,6 @@
-"""Where a kernel launches. Triton launches on the current device's current stream, not on its tensors'
-device: a launch for tensors on another GPU (a model spread over devices in one process) makes their
-device current first."""
+"""Where a kernel launches. Triton, and act24's CUDA kernel called on the current stream, launch on
+the current device, not on their tensors' device: a launch for tensors on another GPU (a model spread
+over devices in one process) makes their device current first."""
 
 from __future__ import annotations
 

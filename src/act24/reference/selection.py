@@ -130,11 +130,15 @@ def densest_features(counts: torch.Tensor, num_dense: int, max_count: int | None
     max_count: a bound on the counts (e.g. the token count) that lets the selection use 32-bit keys."""
     if num_dense == 0:
         return torch.empty(0, dtype=torch.long, device=counts.device)
-    # unique keys, larger for more counts and then for lower indices: the top num_dense by a radix
-    # select (a handful of kernels; two full 64-bit sorts took ~0.35 ms of host time a step), which
-    # on 32-bit keys needs half the passes of 64-bit ones
+    # the top num_dense keys by a radix select (a handful of kernels; two full 64-bit sorts took ~0.35 ms
+    # of host time a step), which on 32-bit keys needs half the passes of 64-bit ones
+    chosen = density_keys(counts, max_count).topk(num_dense, sorted=False).indices
+    return chosen.sort().values if in_index_order else chosen
+
+
+def density_keys(counts: torch.Tensor, max_count: int | None = None) -> torch.Tensor:
+    """One unique key per feature, larger for more counts and then for lower indices; 32-bit where
+    `max_count` bounds the counts tightly enough, 64-bit otherwise."""
     h = counts.numel()
     key_dtype = torch.int32 if max_count is not None and (max_count + 1) * h <= 2**31 - 1 else torch.int64
-    key = counts.to(key_dtype) * h + torch.arange(h - 1, -1, -1, device=counts.device, dtype=key_dtype)
-    chosen = key.topk(num_dense, sorted=False).indices
-    return chosen.sort().values if in_index_order else chosen
+    return counts.to(key_dtype) * h + torch.arange(h - 1, -1, -1, device=counts.device, dtype=key_dtype)
