@@ -42,12 +42,22 @@ def test_train_rejects_bad_settings_with_the_flag_name(tmp_path, capsys):
     assert "--steps" in capsys.readouterr().err
     assert main(["train", "--lr", "-1", "--out", str(tmp_path / "r")]) == 2
     assert "--lr" in capsys.readouterr().err
+    assert main(["train", "--seq-len", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "seq_len (--seq-len) must be a positive int, got 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
 def test_train_names_missing_data(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_bench_keeps_another_machine_s_results(tmp_path, capsys):
+    kept = json.dumps({"gpu": "NVIDIA H200", "rows": []})
+    (tmp_path / "prefill.json").write_text(kept)
+    assert main(["bench", "prefill", "--config", "tiny", "--tokens", "64", "--out", str(tmp_path)]) == 2
+    assert "holds results measured on NVIDIA H200" in capsys.readouterr().err
+    assert (tmp_path / "prefill.json").read_text() == kept
 
 
 def test_bench_ffn_rejects_shapes_the_packers_cannot_take(capsys):

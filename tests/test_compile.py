@@ -52,6 +52,28 @@ def test_ffn_stats_under_compile():
     assert ffn.last_stats.tokens == 40 and 0 < ffn.last_stats.activation_sparsity < 1
 
 
+def test_stats_hooks_run_eagerly_under_compile():
+    """A hook registered after the first compiled call runs (the hook count is guarded); fullgraph=True
+    refuses hooks with a message that points at last_stats."""
+    torch._dynamo.reset()
+    ffn = act24.SquaredReLUFFN(16, 64, sparse=True)
+    compiled = torch.compile(ffn, backend="eager")
+    x = torch.randn(13, 16)
+    compiled(x)
+    seen = []
+    handle = ffn.register_stats_hook(lambda module, stats: seen.append(stats.tokens))
+    compiled(x)
+    compiled(x[:5])
+    assert seen == [13, 5]
+    handle.remove()
+    compiled(x)
+    assert seen == [13, 5]
+    ffn.register_stats_hook(lambda module, stats: None)
+    torch._dynamo.reset()  # else the frame's cached non-fullgraph code runs
+    with pytest.raises(Exception, match="last_stats"):
+        torch.compile(ffn, fullgraph=True, backend="eager")(x)
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_block_compiles_without_graph_breaks(sparse):
     torch.manual_seed(0)

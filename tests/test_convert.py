@@ -98,6 +98,17 @@ def test_filter_and_report_text():
     report = act24.convert(model, filter_fn=lambda m, path: ".0." in path + ".")
     assert [c.path for c in report.converted] == ["model.layers.0.mlp"]
     assert "converted model.layers.0.mlp (NemotronMLP, d=32, hidden=128)" in str(report)
+    with pytest.raises(ValueError, match="filter_fn rejected"):
+        act24.convert(build("nemotron"), filter_fn=lambda m, path: False)
+
+
+def test_converting_again_reconfigures():
+    model = build("nemotron")
+    act24.convert(model, sparse=False)
+    report = act24.convert(model, sparse=True, dense_fraction=0.1)
+    assert report.converted and all(c.reconfigured for c in report.converted)
+    assert str(report).splitlines()[1].startswith("  reconfigured model.layers.0.mlp (SquaredReLUMLP")
+    assert all(m.sparse and m.dense_fraction == 0.1 for m in model.modules() if isinstance(m, act24.SquaredReLUMLP))
 
 
 def test_own_model_is_switched_to_sparse_and_swiglu_is_refused():

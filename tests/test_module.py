@@ -111,3 +111,54 @@ def test_dense_warmup_switches_every_ffn_at_its_step():
     with pytest.raises(ValueError, match="no act24 FFN"):
         act24.DenseWarmup(torch.nn.Linear(2, 2))
     assert act24.set_sparse(lm, True) == 3
+
+
+def test_statistics_are_of_the_last_call_only():
+    ffn = act24.SquaredReLUFFN(16, 64, sparse=True, track_stats=True)
+    ffn(torch.randn(7, 16))
+    assert ffn.last_stats.tokens == 7
+    ffn.track_stats = False
+    ffn(torch.randn(3, 16))
+    assert ffn.last_stats is None
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_meta_tensors_give_shapes(sparse):
+    """Models built on the meta device (FSDP set-up, shape checks) run the FFN for shapes only."""
+    ffn = act24.SquaredReLUFFN(16, 64, sparse=sparse, device="meta")
+    x = torch.empty(2, 7, 16, device="meta", requires_grad=True)
+    y = ffn(x)
+    assert y.shape == (2, 7, 16) and y.is_meta
+    y.sum().backward()
+    assert ffn.w1.grad.shape == (64, 16) and x.grad.is_meta
+
+
+@pytest.mark.parametrize("args, options, match", [
+    ((16.0, 64), {}, "d must be an int"),
+    ((16, "64"), {}, "hidden must be an int"),
+    ((0, 64), {}, "d must be >= 1"),
+    ((16, 64), {"perm_seed": 1.5}, "perm_seed must be an int"),
+    ((16, 64), {"perm_seed": -1}, "perm_seed must be in"),
+    ((16, 64), {"perm_seed": 2**64}, "perm_seed must be in"),
+    ((16, 64), {"sparse": "no"}, "sparse must be a bool"),
+    ((16, 64), {"track_stats": 1}, "track_stats must be a bool"),
+])
+def test_options_are_checked(args, options, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        act24.SquaredReLUFFN(*args, **options)
+
+
+def test_switching_takes_bools_only():
+    model = torch.nn.Sequential(act24.SquaredReLUFFN(8, 16))
+    with pytest.raises(TypeError, match="sparse must be a bool"):
+        act24.set_sparse(model, "no")
+    assert act24.set_sparse(model, True) == 1 and model[0].sparse is True
+
+
+def test_double_backward_is_refused_clearly():
+    ffn = act24.SquaredReLUFFN(16, 64, sparse=True).double()
+    x = torch.randn(8, 16, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.grad(ffn(x).sum(), x, create_graph=True)
+    (g,) = torch.autograd.grad(ffn(x).sum(), x)  # a plain backward is unaffected
+    assert g.shape == x.shape

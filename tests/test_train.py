@@ -291,6 +291,27 @@ def test_cli_resume_continues_with_the_run_s_settings_and_data(text_dir, tmp_pat
     capsys.readouterr()
     assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet", "--lr", "0.02"]) == 2
     assert "other settings" in capsys.readouterr().err
+    # naming the run's own model flags keeps the checkpoint's other settings (its --seq-len here)
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet", "--ffn", "relu2-sparse",
+                 "--preset", "tiny", "--steps", "6"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet", "--steps", "4"]) == 2
+    assert "--steps 4 is not past the checkpoint's step 6" in capsys.readouterr().err
+
+
+def test_cli_resume_explains_an_unreadable_checkpoint(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    for junk in (b"not a checkpoint\n", bytes(range(256))):
+        (tmp_path / "r" / "checkpoint.pt").write_bytes(junk)
+        assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--quiet"]) == 2
+        assert "is not a readable act24 checkpoint" in capsys.readouterr().err
+        assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == junk
+
+
+def test_cli_warns_when_the_run_ends_before_the_switch(text_dir, tmp_path, capsys):
+    assert main(["train", "--data", str(text_dir), "--steps", "2", "--batch-size", "2", "--seq-len", "32",
+                 "--dense-warmup-steps", "5", "--out", str(tmp_path / "w"), "--quiet"]) == 0
+    assert "before the switch to 2:4 after step 5" in capsys.readouterr().err
 
 
 def test_cli_extending_a_finished_run_keeps_its_warm_ups(text_dir, tmp_path):

@@ -130,6 +130,20 @@ def header() -> dict:
     }
 
 
+def overwrite_problem(out_dir: str | os.PathLike, topic: str) -> str | None:
+    """Why a run on this machine must not replace `out_dir/topic.json` (it holds another GPU's results,
+    such as the committed tables), or None."""
+    path = pathlib.Path(out_dir) / f"{topic}.json"
+    try:
+        theirs = json.loads(path.read_text()).get("gpu")
+    except (OSError, ValueError, AttributeError):
+        return None  # absent or unreadable: nothing worth keeping
+    ours = header()["gpu"]
+    if theirs is None or theirs == ours:
+        return None
+    return f"{path} holds results measured on {theirs}, and this machine is {ours}: pass --out DIR to write elsewhere"
+
+
 def write_result(out_dir: str | os.PathLike, topic: str, payload: dict) -> pathlib.Path:
     path = pathlib.Path(out_dir) / f"{topic}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

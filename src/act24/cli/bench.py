@@ -23,6 +23,9 @@ def run(args) -> int:
         print("act24 bench needs a CUDA GPU (this machine has none)", file=sys.stderr)
         return 2
     bench, topic = (ffn_train.train_rows, "ffn_train") if args.backward else (ffn_forward.forward_rows, "ffn_forward")
+    if (problem := common.overwrite_problem(args.out, topic)) is not None:
+        print(f"act24 bench ffn: {problem}", file=sys.stderr)
+        return 2
     rounds = args.rounds or common.ROUNDS
     header = {**common.header(), "rounds": rounds}
     progress = _progress_writer(args.out, topic, header, lambda row: (
@@ -42,6 +45,9 @@ def run_prefill(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = args.config or ("1b" if device == "cuda" else "tiny")
     tokens = tuple(args.tokens) if args.tokens else (prefill.TOKENS if config == "1b" else (64, 128))
+    if (problem := common.overwrite_problem(args.out, "prefill")) is not None:
+        print(f"act24 bench prefill: {problem}", file=sys.stderr)
+        return 2
     header = common.header()
     progress = _progress_writer(args.out, "prefill", header, lambda row: (
         f"T={row['T']}: prefill {row['speedup']:.3f}x, decode {row['decode_sparse_tok_s']:.1f} vs "

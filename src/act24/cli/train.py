@@ -41,8 +41,10 @@ def _settings(args, on_gpu: bool, saved: dict | None):
     from ..train import TrainConfig
 
     saved = saved or {}
-    if saved.get("model_config") and args.preset is None and args.ffn is None and args.seq_len is None:
-        model_cfg = ModelConfig(**saved["model_config"])
+    if saved.get("model_config"):  # resuming: the checkpoint's model, changed only where a flag says so
+        base = ModelConfig(**saved["model_config"])
+        sized = preset(args.preset) if args.preset else base
+        model_cfg = dataclasses.replace(sized, ffn=args.ffn or base.ffn, seq_len=args.seq_len or base.seq_len)
     else:
         model_cfg = preset(args.preset or ("25m" if on_gpu else "tiny"), ffn=args.ffn, seq_len=args.seq_len)
     settings = {"steps": 2000 if on_gpu else 300, "batch_size": 32 if on_gpu else 16}
@@ -73,7 +75,8 @@ def _train(args, device, dist) -> int:
         model_cfg, train_cfg, data = _settings(args, on_gpu, saved)
         corpus = load_corpus(data)
         if main:
-            print(f"data: {corpus.source}: {corpus.files} files, {corpus.train.numel():,} train / "
+            print(f"data: {corpus.source}: {corpus.files} file{'s' if corpus.files != 1 else ''}, "
+                  f"{corpus.train.numel():,} train / "
                   f"{corpus.val.numel():,} validation bytes")
         trainer = Trainer(model_cfg, train_cfg, corpus, args.out, device, resume=args.resume, progress=not args.quiet,
                           dist=dist)
@@ -83,11 +86,19 @@ def _train(args, device, dist) -> int:
     sparse_note = f"; 2:4 after step {train_cfg.resolved_dense_warmup}" if model_cfg.ffn == "relu2-sparse" else ""
     if main and model_cfg.ffn != "relu2-sparse" and args.dense_warmup_steps is not None:
         print(f"act24 train: --dense-warmup-steps has no effect with --ffn {model_cfg.ffn}", file=sys.stderr)
+    if main and model_cfg.ffn == "relu2-sparse" and train_cfg.resolved_dense_warmup >= train_cfg.steps:
+        print(f"act24 train: the run ends at step {train_cfg.steps}, before the switch to 2:4 after step "
+              f"{train_cfg.resolved_dense_warmup}: its FFNs stay dense throughout", file=sys.stderr)
     where = f"{dist.world_size} ranks, FSDP2" if dist is not None else f"device {device}"
     if main:
         print(f"model: {model_cfg.ffn} FFN, {trainer.model.num_params() / 1e6:.1f}M parameters, "
               f"{model_cfg.n_layers} layers, d={model_cfg.d_model}, hidden={model_cfg.hidden}; {where}{sparse_note}")
     if trainer.step >= train_cfg.steps:
+        if args.steps is not None:  # asked for a step count the run has already passed
+            if main:
+                print(f"act24 train: --steps {args.steps} is not past the checkpoint's step {trainer.step}: pass "
+                      f"a larger --steps to extend the run in {args.out}", file=sys.stderr)
+            return 2
         if main:
             print(f"the run in {args.out} already finished at step {trainer.step}; pass --steps N to extend it")
         return 0
@@ -108,7 +119,8 @@ def add_parser(sub) -> None:
     p.add_argument("--ffn", choices=["relu2-sparse", "relu2", "swiglu"], help="FFN kind (default: relu2-sparse)")
     p.add_argument("--data", help="a text/jsonl file or folder, or hf:NAME[:CONFIG] for a Hugging Face dataset "
                                   "(default: the Python standard library source)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default: 300 on CPU, 2000 on GPU)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: 300 on CPU, 2000 on GPU); with --resume, "
+                                             "a larger count extends the run (the LR schedule follows the new total)")
     p.add_argument("--batch-size", type=int, help="sequences per step (default: 16 on CPU, 32 on GPU)")
     p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the preset's)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3)")
@@ -117,7 +129,8 @@ def add_parser(sub) -> None:
     p.add_argument("--log-interval", type=int, help="steps between logged losses (default: 10)")
     p.add_argument("--seed", type=int, help="initialisation and data order (default: 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--out", default="runs/act24", help="run folder: metrics.jsonl, loss.png, checkpoint.pt")
+    p.add_argument("--out", default="runs/act24",
+                   help="run folder: metrics.jsonl, loss.png, checkpoint.pt (default: runs/act24, under the current folder)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint, with its settings and data unless given")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

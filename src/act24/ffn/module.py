@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import operator
+import weakref
 from collections import OrderedDict
 from typing import Callable
 
@@ -22,10 +25,17 @@ def _autocast_inputs(*tensors):
     """Cast like autocast would for a matmul (float64 is left alone), so the FFN can run with
     autocast disabled inside. None (an absent bias) passes through."""
     dev = tensors[0].device.type
-    if torch.is_autocast_enabled(dev):
+    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
         return tuple(t if t is None or t.dtype == torch.float64 else t.to(dt) for t in tensors)
     return tensors
+
+
+def _autocast_disabled(device_type: str):
+    # devices without autocast (meta: models built for FSDP, shape checks) have none to disable
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class SquaredReLUFFNBase(nn.Module):
@@ -52,8 +62,7 @@ class SquaredReLUFFNBase(nn.Module):
         track_stats: bool = False,
     ):
         super().__init__()
-        if d <= 0 or hidden <= 0:
-            raise ValueError(f"d and hidden must be positive, got d={d}, hidden={hidden}")
+        d, hidden = _check_int("d", d, low=1), _check_int("hidden", hidden, low=1)
         if hidden % ref.selection.GROUP:
             raise ValueError(f"hidden must be a multiple of 4 for 2:4 groups, got {hidden}")
         ref.dense_feature_count(hidden, dense_fraction)  # validates the fraction
@@ -65,6 +74,25 @@ class SquaredReLUFFNBase(nn.Module):
         self.track_stats = track_stats
         self._last_counts: tuple | None = None  # (tokens, kept per feature, non-zeros)
         self._stats_hooks: OrderedDict[int, Callable[[nn.Module, ref.FFNStats], None]] = OrderedDict()
+        # how many hooks there are, as a plain int: torch.compile guards on it (not on the dict), so a
+        # hook registered or removed after a compiled call recompiles instead of being skipped
+        self._num_stats_hooks = 0
+
+    @property
+    def sparse(self) -> bool:
+        return self._sparse_mode
+
+    @sparse.setter
+    def sparse(self, value: bool) -> None:
+        self._sparse_mode = _check_bool("sparse", value)
+
+    @property
+    def track_stats(self) -> bool:
+        return self._track_stats_mode
+
+    @track_stats.setter
+    def track_stats(self, value: bool) -> None:
+        self._track_stats_mode = _check_bool("track_stats", value)
 
     @property
     def perm_seed(self) -> int:
@@ -72,12 +100,18 @@ class SquaredReLUFFNBase(nn.Module):
 
     @perm_seed.setter
     def perm_seed(self, value: int) -> None:
+        value = _check_int("perm_seed", value, low=0, high=2**63)
         # kept as a CPU tensor (not moved by .to()), which the ops take: an int attribute would be baked
         # into compiled graphs, and blocks compiled from one forward would recompile for every layer's seed
         self._perm_seed_tensor = recipe_ops.seed_tensor(int(value))
 
     def __setstate__(self, state):
-        seed = state.pop("perm_seed", None)  # modules pickled whole before the seed became a property
+        # modules pickled whole before these became properties
+        seed = state.pop("perm_seed", None)
+        for flag in ("sparse", "track_stats"):
+            if flag in state:
+                state[f"_{flag}_mode"] = state.pop(flag)
+        state.setdefault("_num_stats_hooks", len(state.get("_stats_hooks", ())))
         super().__setstate__(state)
         if seed is not None:
             self.perm_seed = seed
@@ -90,9 +124,15 @@ class SquaredReLUFFNBase(nn.Module):
         return f"d={self.d}, hidden={self.hidden}, sparse={self.sparse}, dense_fraction={self.dense_fraction}"
 
     def register_stats_hook(self, hook: Callable[[nn.Module, ref.FFNStats], None]):
-        """Call hook(module, stats) after every forward; returns a handle with .remove()."""
-        handle = RemovableHandle(self._stats_hooks)
+        """Call hook(module, stats) after every forward; returns a handle with .remove().
+
+        Hooks run eagerly (reading the statistics synchronises with the GPU): under torch.compile
+        the call is left out of the graph; with fullgraph=True read `last_stats` after the call instead."""
+        if not callable(hook):
+            raise TypeError(f"hook must be callable as hook(module, stats), got {type(hook).__name__}")
+        handle = _StatsHookHandle(self)
         self._stats_hooks[handle.id] = hook
+        self._num_stats_hooks = len(self._stats_hooks)
         return handle
 
     def token_permutation(self, num_tokens: int, device: torch.device) -> torch.Tensor:
@@ -120,15 +160,13 @@ class SquaredReLUFFNBase(nn.Module):
             raise ValueError(f"x must have a token dimension: shape [..., tokens, {self.d}], got 1-D {tuple(x.shape)}")
         lead = x.shape[:-1]
         x2, w1, w2, b1, b2 = _autocast_inputs(x.reshape(-1, self.d), *self.ffn_weights())
-        want_stats = self.track_stats or bool(self._stats_hooks)
-        with torch.autocast(x.device.type, enabled=False):
+        want_stats = self.track_stats or self._num_stats_hooks > 0
+        with _autocast_disabled(x.device.type):
             y, counts = self._run(x2, w1, w2, b1, b2, want_stats)
-        if want_stats and counts is not None:
-            self._last_counts = (x2.shape[0], *counts)
-            if self._stats_hooks:
-                stats = self.last_stats
-                for hook in list(self._stats_hooks.values()):
-                    hook(self, stats)
+        # statistics of this call or none: never an earlier call's
+        self._last_counts = (x2.shape[0], *counts) if want_stats and counts is not None else None
+        if self._num_stats_hooks and self._last_counts is not None:
+            _run_stats_hooks_eagerly(self)
         return y.reshape(*lead, self.d)
 
     def _run(self, x, w1, w2, b1, b2, want_stats):
@@ -174,6 +212,55 @@ class SquaredReLUFFNBase(nn.Module):
         y2 = ref.squared_relu(F.linear(x, w1, b1))
         counts = ref.activation_counts(y2.detach()) if want_stats else None
         return F.linear(y2, w2, b2), counts
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> int:
+    """value as an int (any integer type; not a bool or a float) within [low, high)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
+    if value < low or (high is not None and value >= high):
+        bounds = f"in [{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+class _StatsHookHandle(RemovableHandle):
+    """A hook handle that also keeps the module's hook count (which torch.compile guards on) in step."""
+
+    def __init__(self, module: SquaredReLUFFNBase):
+        super().__init__(module._stats_hooks)
+        self._module = weakref.ref(module)
+
+    def remove(self) -> None:
+        super().remove()
+        module = self._module()
+        if module is not None:
+            module._num_stats_hooks = len(module._stats_hooks)
+
+
+def _run_stats_hooks_eagerly(module: SquaredReLUFFNBase) -> None:
+    """Outside any compiled graph: the statistics are read on the host, so they synchronise."""
+    stats = module.last_stats
+    for hook in list(module._stats_hooks.values()):
+        hook(module, stats)
+
+
+_EAGER_HOOKS = ("act24's stats hooks run eagerly (they read the statistics on the host): compile without "
+                "fullgraph=True, or read module.last_stats (track_stats=True) after the call instead")
+try:
+    _run_stats_hooks_eagerly = torch.compiler.disable(_run_stats_hooks_eagerly, reason=_EAGER_HOOKS)
+except TypeError:  # torch before 2.8 takes no reason
+    _run_stats_hooks_eagerly = torch.compiler.disable(_run_stats_hooks_eagerly)
 
 
 class SquaredReLUFFN(SquaredReLUFFNBase):

@@ -39,6 +39,7 @@ class ConvertedModule:
     kind: str  # the class that was there
     d: int
     hidden: int
+    reconfigured: bool = False  # already an act24 module: only its options were set
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class ConversionReport:
 
     def __str__(self) -> str:
         lines = [f"act24.convert: {len(self.converted)} converted, {len(self.skipped)} skipped"]
-        lines += [f"  converted {c.path} ({c.kind}, d={c.d}, hidden={c.hidden})" for c in self.converted]
+        lines += [f"  {'reconfigured' if c.reconfigured else 'converted'} {c.path} ({c.kind}, d={c.d}, hidden={c.hidden})"
+                  for c in self.converted]
         lines += [f"  skipped   {s.path} ({s.kind}): {s.reason}" for s in self.skipped]
         return "\n".join(lines)
 
@@ -159,10 +161,12 @@ def convert(
     found = [(path, m) for path, m in model.named_modules(remove_duplicate=False) if path]
     converted_prefixes: list[str] = []
     replacements: dict[int, SquaredReLUFFNBase] = {}
+    filtered_out = 0
     for path, module in found:
         if any(path.startswith(p + ".") for p in converted_prefixes):
             continue  # inside an MLP already handled
         if filter_fn is not None and not filter_fn(module, path):
+            filtered_out += 1
             continue
         ffn = replacements.get(id(module))  # set when this MLP was met at another path already
         if ffn is None:
@@ -188,11 +192,15 @@ def convert(
         if ffn is not module:
             model.set_submodule(path, ffn)
         converted_prefixes.append(path)
-        report.converted.append(ConvertedModule(path, type(module).__name__, ffn.d, ffn.hidden))
+        report.converted.append(ConvertedModule(path, type(module).__name__, ffn.d, ffn.hidden,
+                                                reconfigured=ffn is module))
     if not report.converted and _classify(model).action in ("convert", "act24"):
         raise ValueError(f"model itself is a {type(model).__name__}, which convert cannot replace in place: call "
                          "act24.convert on a model that contains it, or build act24.SquaredReLUMLP(up, down) directly")
     if not report.converted:
-        details = "".join(f"\n  {s.path} ({s.kind}): {s.reason}" for s in report.skipped) or " no MLP modules found"
+        details = "".join(f"\n  {s.path} ({s.kind}): {s.reason}" for s in report.skipped)
+        if filtered_out:
+            details += f"\n  filter_fn rejected {filtered_out} of the {len(found)} modules"
+        details = details or " no MLP modules found"
         raise ValueError("act24.convert found no non-gated Squared-ReLU MLP to convert:" + details)
     return report

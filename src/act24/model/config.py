@@ -20,6 +20,11 @@ class ModelConfig:
     norm_eps: float = 1e-5
 
     def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "seq_len", "hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                flag = " (--seq-len)" if name == "seq_len" else ""
+                raise ValueError(f"{name}{flag} must be a positive int, got {value!r}")
         if self.ffn not in FFN_KINDS:
             raise ValueError(f"ffn must be one of {FFN_KINDS}, got {self.ffn!r}")
         if self.d_model % self.n_heads:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .. import reference as ref
+from .differentiable_once import refuse_double_backward
 
 
 @torch.library.custom_op("act24::sparse_ffn_recipe", mutates_args=())
@@ -57,6 +58,7 @@ def _backward(ctx, dy, _kept, _nnz, _a):
 
 
 sparse_ffn_recipe.register_autograd(_backward, setup_context=_setup_context)
+refuse_double_backward(sparse_ffn_recipe_backward, "act24's sparse FFN")
 
 
 def seed_tensor(perm_seed: int | torch.Tensor) -> torch.Tensor:

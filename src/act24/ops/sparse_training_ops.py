@@ -19,6 +19,7 @@ from ..kernels import gemm_relu2_pack as _fused
 from ..kernels.backward_pack import backward_pack
 from ..kernels.sparsify_pack import sparsify_pack
 from ..kernels.transpose import transpose
+from .differentiable_once import refuse_double_backward
 
 
 @torch.library.custom_op("act24::sparse_ffn_train_forward", mutates_args=())
@@ -101,3 +102,4 @@ def _backward(ctx, dy, packed_grad, _kept, _nonzeros):
 
 
 sparse_ffn_train_forward.register_autograd(_backward, setup_context=_setup_context)
+refuse_double_backward(sparse_ffn_train_backward, "act24's sparse FFN")

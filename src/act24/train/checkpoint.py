@@ -20,8 +20,20 @@ def save(path: pathlib.Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def _read(path: pathlib.Path, **options) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, **options)
+    except Exception as e:  # torch raises several types for a torn or foreign file
+        raise ValueError(f"{path} is not a readable act24 checkpoint (truncated, or another kind of file: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}); choose another --out, or "
+                         "delete it to start over") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path} is not an act24 checkpoint (no model state in it); choose another --out")
+    return state
+
+
 def load(path: pathlib.Path, model_config: dict) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _read(path)
     check_model_config(path, state.get("model_config"), model_config)
     return state
 
@@ -34,7 +46,7 @@ def read_meta(out_dir: pathlib.Path) -> dict | None:
     reading its tensors (memory-mapped), or None when there is none."""
     single = pathlib.Path(out_dir) / NAME
     if single.exists():
-        state = torch.load(single, map_location="cpu", weights_only=True, mmap=True)
+        state = _read(single, mmap=True)
         return {k: v for k, v in state.items() if k not in TENSORS}
     sharded = find_sharded(pathlib.Path(out_dir) / SHARDED_NAME)
     return json.loads((sharded / "meta.json").read_text()) if sharded else None

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import sys
 import time
 from dataclasses import dataclass
 
@@ -289,7 +290,9 @@ class Trainer:
 
     def _run(self, stop: DeferredInterrupt) -> dict:
         cfg = self.cfg
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
+        # redrawn every 30 s into a log file (not a terminal) rather than every step
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True,
+                   mininterval=0.1 if sys.stderr.isatty() else 30)
         last_time, last_tokens = time.perf_counter(), self.tokens_seen
         summary = {}
         try:
@@ -338,10 +341,11 @@ class Trainer:
                 raise KeyboardInterrupt from e
             path = self.save_checkpoint()
             if self.is_main:
-                bar.write(f"interrupted at step {self.step}: saved {path}; continue with --resume")
+                bar.write(f"interrupted at step {self.step}: saved {path}; continue with "
+                          f"--resume --out {self.out_dir}")
             raise
         finally:
             bar.close()
             if self.is_main:
-                plots.plot_run(self.out_dir)
+                plots.plot_run(self.out_dir, self.warmup.dense_steps if self.warmup is not None else None)
         return summary

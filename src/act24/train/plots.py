@@ -12,7 +12,9 @@ def read_metrics(path: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_run(out_dir: pathlib.Path) -> list[pathlib.Path]:
+def plot_run(out_dir: pathlib.Path, sparse_from: int | None = None) -> list[pathlib.Path]:
+    """loss.png and sparsity.png from out_dir/metrics.jsonl. `sparse_from`: the dense steps before 2:4
+    (marked on both where the run got there; by default the first logged 2:4 step)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -22,12 +24,13 @@ def plot_run(out_dir: pathlib.Path) -> list[pathlib.Path]:
     train = [r for r in rows if "loss" in r]
     val = [r for r in rows if "val_loss" in r]
     written = []
+    logged = next((r["step"] for r in train if r.get("sparse")), None)  # logged every few steps only
+    switch = sparse_from if sparse_from is not None and logged is not None else logged
     if train:
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train", lw=1)
         if val:
             ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
-        switch = next((r["step"] for r in train if r.get("sparse")), None)
         if switch is not None:
             ax.axvline(switch, color="gray", ls="--", lw=1, label="2:4 sparse from here")
         ax.set(xlabel="step", ylabel="loss (nats/byte)", title="loss")
@@ -41,6 +44,8 @@ def plot_run(out_dir: pathlib.Path) -> list[pathlib.Path]:
         fig, ax = plt.subplots(figsize=(7, 4))
         for i in range(len(layered[0]["layer_sparsity"])):
             ax.plot([r["step"] for r in layered], [r["layer_sparsity"][i] for r in layered], label=f"layer {i}", lw=1)
+        if switch is not None:
+            ax.axvline(switch, color="gray", ls="--", lw=1, label="2:4 from here")
         ax.set(xlabel="step", ylabel="zeros in relu(x W1^T)^2", title="activation sparsity per layer", ylim=(0, 1))
         ax.legend(fontsize="small", ncol=2)
         fig.tight_layout()
