@@ -113,15 +113,6 @@ def test_dense_warmup_switches_every_ffn_at_its_step():
     assert act24.set_sparse(lm, True) == 3
 
 
-def test_statistics_are_of_the_last_call_only():
-    ffn = act24.SquaredReLUFFN(16, 64, sparse=True, track_stats=True)
-    ffn(torch.randn(7, 16))
-    assert ffn.last_stats.tokens == 7
-    ffn.track_stats = False
-    ffn(torch.randn(3, 16))
-    assert ffn.last_stats is None
-
-
 @pytest.mark.parametrize("sparse", [False, True])
 def test_meta_tensors_give_shapes(sparse):
     """Models built on the meta device (FSDP set-up, shape checks) run the FFN for shapes only."""

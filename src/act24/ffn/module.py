@@ -146,7 +146,8 @@ class SquaredReLUFFNBase(nn.Module):
 
     @property
     def last_stats(self) -> ref.FFNStats | None:
-        """Statistics of the last forward with track_stats on (computed when read: no sync in forward)."""
+        """Statistics of the last forward that tracked them (track_stats or a hook; computed when read: no
+        sync in forward)."""
         if self._last_counts is None:
             return None
         return ref.FFNStats.from_counts(*self._last_counts)
@@ -163,10 +164,12 @@ class SquaredReLUFFNBase(nn.Module):
         want_stats = self.track_stats or self._num_stats_hooks > 0
         with _autocast_disabled(x.device.type):
             y, counts = self._run(x2, w1, w2, b1, b2, want_stats)
-        # statistics of this call or none: never an earlier call's
-        self._last_counts = (x2.shape[0], *counts) if want_stats and counts is not None else None
-        if self._num_stats_hooks and self._last_counts is not None:
-            _run_stats_hooks_eagerly(self)
+        if want_stats and counts is not None:
+            # kept by calls that do not track them: a CUDA-graph replay of a tracking call refreshes these
+            # tensors without running this code (train/graphed_step.py)
+            self._last_counts = (x2.shape[0], *counts)
+            if self._num_stats_hooks:
+                _run_stats_hooks_eagerly(self)
         return y.reshape(*lead, self.d)
 
     def _run(self, x, w1, w2, b1, b2, want_stats):
