@@ -188,6 +188,7 @@ def test_bad_data(tmp_path):
     (tmp_path / "short.txt").write_text("too short for a sequence")
     with pytest.raises(ValueError, match="fewer than one sequence"):
         Trainer(SMALL, _cfg(3), load_corpus(tmp_path / "short.txt"), tmp_path / "o", torch.device("cpu"), progress=False)
+    assert not (tmp_path / "o").exists()  # a refused run leaves no folder behind
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"content": 1}\n')
     with pytest.raises(ValueError, match='"text" string'):
         load_corpus(tmp_path / "bad.jsonl")

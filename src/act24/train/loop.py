@@ -130,8 +130,6 @@ class Trainer:
             state = checkpoint.read_sharded_meta(ckpt_path, model_dict) if resume else None
         if state is not None:
             check_same_run(ckpt_path, state, cfg, corpus.source)
-        if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
 
         torch.manual_seed(cfg.seed)
         self.model = DecoderLM(model_cfg).to(device)
@@ -150,6 +148,8 @@ class Trainer:
         )
         self.train_batches = BatchSampler(corpus.train, model_cfg.seq_len, cfg.batch_size, cfg.seed, "train")
         BatchSampler(corpus.val, model_cfg.seq_len, cfg.batch_size, cfg.seed, "validation")  # fails early if too short
+        if self.is_main:  # after every check of the settings and the data: a refused run leaves no folder
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.corpus = corpus
         self.step = 0
         self.tokens_seen = 0
