@@ -298,6 +298,7 @@ def test_cli_resume_continues_with_the_run_s_settings_and_data(text_dir, tmp_pat
     capsys.readouterr()
     assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet", "--steps", "4"]) == 2
     assert "--steps 4 is not past the checkpoint's step 6" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet", "--steps", "6"]) == 0  # finished
 
 
 def test_cli_resume_explains_an_unreadable_checkpoint(tmp_path, capsys):

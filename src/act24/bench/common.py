@@ -132,14 +132,14 @@ def header() -> dict:
 
 def overwrite_problem(out_dir: str | os.PathLike, topic: str) -> str | None:
     """Why a run on this machine must not replace `out_dir/topic.json` (it holds another GPU's results,
-    such as the committed tables), or None."""
+    such as the committed tables; a CPU's smoke-test results may be replaced), or None."""
     path = pathlib.Path(out_dir) / f"{topic}.json"
     try:
         theirs = json.loads(path.read_text()).get("gpu")
     except (OSError, ValueError, AttributeError):
         return None  # absent or unreadable: nothing worth keeping
     ours = header()["gpu"]
-    if theirs is None or theirs == ours:
+    if theirs in (None, "cpu", ours):
         return None
     return f"{path} holds results measured on {theirs}, and this machine is {ours}: pass --out DIR to write elsewhere"
 

@@ -44,7 +44,8 @@ def _settings(args, on_gpu: bool, saved: dict | None):
     if saved.get("model_config"):  # resuming: the checkpoint's model, changed only where a flag says so
         base = ModelConfig(**saved["model_config"])
         sized = preset(args.preset) if args.preset else base
-        model_cfg = dataclasses.replace(sized, ffn=args.ffn or base.ffn, seq_len=args.seq_len or base.seq_len)
+        model_cfg = dataclasses.replace(sized, ffn=base.ffn if args.ffn is None else args.ffn,
+                                        seq_len=base.seq_len if args.seq_len is None else args.seq_len)
     else:
         model_cfg = preset(args.preset or ("25m" if on_gpu else "tiny"), ffn=args.ffn, seq_len=args.seq_len)
     settings = {"steps": 2000 if on_gpu else 300, "batch_size": 32 if on_gpu else 16}
@@ -94,7 +95,7 @@ def _train(args, device, dist) -> int:
         print(f"model: {model_cfg.ffn} FFN, {trainer.model.num_params() / 1e6:.1f}M parameters, "
               f"{model_cfg.n_layers} layers, d={model_cfg.d_model}, hidden={model_cfg.hidden}; {where}{sparse_note}")
     if trainer.step >= train_cfg.steps:
-        if args.steps is not None:  # asked for a step count the run has already passed
+        if args.steps is not None and args.steps < trainer.step:  # a step count the run has already passed
             if main:
                 print(f"act24 train: --steps {args.steps} is not past the checkpoint's step {trainer.step}: pass "
                       f"a larger --steps to extend the run in {args.out}", file=sys.stderr)

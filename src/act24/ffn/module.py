@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import operator
 import weakref
 from collections import OrderedDict
 from typing import Callable
@@ -15,7 +14,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from .. import reference as ref
-from ..reference.checks import check_float, check_ndim
+from ..reference.checks import check_bool, check_float, check_int, check_ndim
 from . import dispatch
 from ..ops import recipe_ops
 from .backend import sparse_path
@@ -62,7 +61,7 @@ class SquaredReLUFFNBase(nn.Module):
         track_stats: bool = False,
     ):
         super().__init__()
-        d, hidden = _check_int("d", d, low=1), _check_int("hidden", hidden, low=1)
+        d, hidden = check_int("d", d, low=1), check_int("hidden", hidden, low=1)
         if hidden % ref.selection.GROUP:
             raise ValueError(f"hidden must be a multiple of 4 for 2:4 groups, got {hidden}")
         ref.dense_feature_count(hidden, dense_fraction)  # validates the fraction
@@ -84,7 +83,7 @@ class SquaredReLUFFNBase(nn.Module):
 
     @sparse.setter
     def sparse(self, value: bool) -> None:
-        self._sparse_mode = _check_bool("sparse", value)
+        self._sparse_mode = check_bool("sparse", value)
 
     @property
     def track_stats(self) -> bool:
@@ -92,7 +91,7 @@ class SquaredReLUFFNBase(nn.Module):
 
     @track_stats.setter
     def track_stats(self, value: bool) -> None:
-        self._track_stats_mode = _check_bool("track_stats", value)
+        self._track_stats_mode = check_bool("track_stats", value)
 
     @property
     def perm_seed(self) -> int:
@@ -100,7 +99,7 @@ class SquaredReLUFFNBase(nn.Module):
 
     @perm_seed.setter
     def perm_seed(self, value: int) -> None:
-        value = _check_int("perm_seed", value, low=0, high=2**63)
+        value = check_int("perm_seed", value, low=0, high=2**63)
         # kept as a CPU tensor (not moved by .to()), which the ops take: an int attribute would be baked
         # into compiled graphs, and blocks compiled from one forward would recompile for every layer's seed
         self._perm_seed_tensor = recipe_ops.seed_tensor(int(value))
@@ -217,26 +216,6 @@ class SquaredReLUFFNBase(nn.Module):
         return F.linear(y2, w2, b2), counts
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> int:
-    """value as an int (any integer type; not a bool or a float) within [low, high)."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r}") from None
-    if value < low or (high is not None and value >= high):
-        bounds = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bounds}, got {value}")
-    return value
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
 class _StatsHookHandle(RemovableHandle):
     """A hook handle that also keeps the module's hook count (which torch.compile guards on) in step."""
 
@@ -246,7 +225,7 @@ class _StatsHookHandle(RemovableHandle):
 
     def remove(self) -> None:
         super().remove()
-        module = self._module()
+        module = getattr(self, "_module", lambda: None)()  # a copied handle (RemovableHandle's pickling) has none
         if module is not None:
             module._num_stats_hooks = len(module._stats_hooks)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..reference.checks import check_int
 from .module import SquaredReLUFFNBase
 
 
@@ -31,14 +32,13 @@ class DenseWarmup:
     """
 
     def __init__(self, model: nn.Module, dense_steps: int = 1000):
-        if isinstance(dense_steps, bool) or not isinstance(dense_steps, int) or dense_steps < 0:
-            raise ValueError(f"dense_steps must be an int >= 0, got {dense_steps!r}")
+        dense_steps = check_int("dense_steps", dense_steps, low=0)
         if not ffn_modules(model):
             raise ValueError("model has no act24 FFN (SquaredReLUFFN / SquaredReLUMLP): convert it first")
         self.model, self.dense_steps = model, dense_steps
 
     def update(self, step: int) -> bool:
         """Set the FFNs' mode for `step`; returns True when they are sparse."""
-        sparse = step >= self.dense_steps
+        sparse = check_int("step", step, low=0) >= self.dense_steps
         set_sparse(self.model, sparse)
         return sparse

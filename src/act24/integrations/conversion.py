@@ -18,6 +18,7 @@ from torch import nn
 
 from ..ffn import SquaredReLUFFNBase, SquaredReLUMLP
 from ..reference import dense_feature_count
+from ..reference.checks import check_bool
 from ..reference.selection import GROUP
 
 # class name -> (up projection, down projection, activation) attribute names
@@ -150,9 +151,8 @@ def convert(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    for name, value in (("sparse", sparse), ("track_stats", track_stats)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be a bool, got {value!r}")
+    check_bool("sparse", sparse)
+    check_bool("track_stats", track_stats)
     if perm_seed is not None and (isinstance(perm_seed, bool) or not isinstance(perm_seed, int)):
         raise TypeError(f"perm_seed must be an int or None, got {perm_seed!r}")
     dense_feature_count(4, dense_fraction)  # raises naming dense_fraction unless it is in [0, 1]
@@ -200,7 +200,7 @@ def convert(
     if not report.converted:
         details = "".join(f"\n  {s.path} ({s.kind}): {s.reason}" for s in report.skipped)
         if filtered_out:
-            details += f"\n  filter_fn rejected {filtered_out} of the {len(found)} modules"
+            details += f"\n  filter_fn rejected {filtered_out} of the {len(found)} submodules it was asked about"
         details = details or " no MLP modules found"
         raise ValueError("act24.convert found no non-gated Squared-ReLU MLP to convert:" + details)
     return report

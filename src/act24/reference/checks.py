@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import functools
+import operator
 
 import torch
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
+    """value as an int (any integer type, not a bool or a float) within [low, high)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
+    if (low is not None and value < low) or (high is not None and value >= high):
+        bounds = f"in [{low}, {high})" if low is not None and high is not None else (
+            f">= {low}" if low is not None else f"< {high}")
+        raise ValueError(f"{name} must be an int {bounds}, got {value}")
+    return value
 
 
 def check_float(name: str, t: torch.Tensor, dtypes=FLOAT_DTYPES) -> None:

@@ -24,9 +24,9 @@ def _read(path: pathlib.Path, **options) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, **options)
     except Exception as e:  # torch raises several types for a torn or foreign file
-        raise ValueError(f"{path} is not a readable act24 checkpoint (truncated, or another kind of file: "
-                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}); choose another --out, or "
-                         "delete it to start over") from e
+        raise ValueError(f"{path} is not a readable act24 checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]}); a truncated file or another kind of file reads so: "
+                         "choose another --out") from e
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not an act24 checkpoint (no model state in it); choose another --out")
     return state
