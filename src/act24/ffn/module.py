@@ -24,17 +24,18 @@ def _autocast_inputs(*tensors):
     """Cast like autocast would for a matmul (float64 is left alone), so the FFN can run with
     autocast disabled inside. None (an absent bias) passes through."""
     dev = tensors[0].device.type
-    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
+    if dev != "meta" and torch.is_autocast_enabled(dev):  # meta has no autocast (see _autocast_disabled)
         dt = torch.get_autocast_dtype(dev)
         return tuple(t if t is None or t.dtype == torch.float64 else t.to(dt) for t in tensors)
     return tensors
 
 
 def _autocast_disabled(device_type: str):
-    # devices without autocast (meta: models built for FSDP, shape checks) have none to disable
-    if torch.amp.is_autocast_available(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
+    # meta tensors (models built for FSDP, shape checks) have no autocast to disable; a string compare,
+    # not torch.amp.is_autocast_available, which torch.compile could not trace before torch 2.13
+    if device_type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, enabled=False)
 
 
 class SquaredReLUFFNBase(nn.Module):
