@@ -23,8 +23,7 @@ def run(args) -> int:
         print("act24 bench needs a CUDA GPU (this machine has none)", file=sys.stderr)
         return 2
     bench, topic = (ffn_train.train_rows, "ffn_train") if args.backward else (ffn_forward.forward_rows, "ffn_forward")
-    if (problem := common.overwrite_problem(args.out, topic)) is not None:
-        print(f"act24 bench ffn: {problem}", file=sys.stderr)
+    if _refuses_to_overwrite(args.out, topic, "ffn"):
         return 2
     rounds = args.rounds or common.ROUNDS
     header = {**common.header(), "rounds": rounds}
@@ -45,8 +44,7 @@ def run_prefill(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = args.config or ("1b" if device == "cuda" else "tiny")
     tokens = tuple(args.tokens) if args.tokens else (prefill.TOKENS if config == "1b" else (64, 128))
-    if (problem := common.overwrite_problem(args.out, "prefill")) is not None:
-        print(f"act24 bench prefill: {problem}", file=sys.stderr)
+    if _refuses_to_overwrite(args.out, "prefill", "prefill"):
         return 2
     header = common.header()
     progress = _progress_writer(args.out, "prefill", header, lambda row: (
@@ -62,6 +60,16 @@ def run_prefill(args) -> int:
     print(f"agreement on a {meta['agreement']['prompt_tokens']}-token prompt: {meta['agreement']}")
     print(f"wrote {path}")
     return 0
+
+
+def _refuses_to_overwrite(out: str, topic: str, what: str) -> bool:
+    """True (and says why) when out/topic.json holds another machine's results."""
+    from ..bench import common
+
+    problem = common.overwrite_problem(out, topic)
+    if problem is not None:
+        print(f"act24 bench {what}: {problem}", file=sys.stderr)
+    return problem is not None
 
 
 def _progress_writer(out: str, topic: str, header: dict, describe):
