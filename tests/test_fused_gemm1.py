@@ -112,9 +112,9 @@ def test_the_kernel_compiles_once_and_is_cached(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fresh_decision():
-    backend._fused_gemm1_decisions.clear()
+    backend._fused_decisions.clear()
     yield
-    backend._fused_gemm1_decisions.clear()
+    backend._fused_decisions.clear()
 
 
 def test_reasons_it_stays_off(monkeypatch, fresh_decision):
@@ -124,7 +124,7 @@ def test_reasons_it_stays_off(monkeypatch, fresh_decision):
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # a CPU build has no CUDA
     assert "reference backend" in backend.fused_gemm1_reason(torch.device("cuda", 0), BF16)
     assert "built for bfloat16 and float16" in backend.fused_gemm1_reason(torch.device("cuda", 0), torch.float32)
-    backend._fused_gemm1_decisions.clear()
+    backend._fused_decisions.clear()
     monkeypatch.setenv("ACT24_FUSED_GEMM1", "0")
     assert "ACT24_FUSED_GEMM1=0" in backend.fused_gemm1_reason(torch.device("cpu"), BF16)
 

@@ -32,8 +32,11 @@ def test_each_kernel_launches_on_its_tensors_device(launches):
     packed = sparsify_pack.sparsify_pack(y1, count=True)
     assert launches[-1] is y1
     dy2 = torch.randn(64, 64, generator=g).to(BF16)
-    backward_pack.backward_pack(packed.packed, dy2, torch.randperm(64, generator=g), torch.tensor([3, 1]))
-    assert launches[-1] is dy2
+    perm = torch.randperm(64, generator=g)
+    ops = backward_pack.backward_pack(packed.packed, dy2, perm, torch.tensor([3, 1]))
+    assert launches[-1] is packed.packed
+    backward_pack.featurewise_pack(packed.packed, ops.dy1_tokenwise, perm, torch.tensor([3, 1]))
+    assert launches[-1] is packed.packed
     x = torch.randn(64, 32, generator=g).to(BF16)
     transpose.transpose(x)
-    assert launches[-1] is x and len(launches) == 3
+    assert launches[-1] is x and len(launches) == 4

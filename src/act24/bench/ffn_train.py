@@ -3,7 +3,9 @@ the activation bytes each saves for the backward.
 
 Operands as in the forward benchmark (~90% of relu(x @ W1.T)**2 is zero); dy ~ N(0, 1).
 act24 runs its training path (GEMM1 with the packing as its epilogue where use_fused_gemm1 allows, else
-GEMM1 then the Triton packer; the backward packer; cuSPARSELt GEMMs, densest 5% of features dense).
+GEMM1 then the Triton packer; dy2's GEMM with the token-wise dy1 as its epilogue then the feature-wise
+packer where use_fused_dy2 allows, else dy2's GEMM then the whole backward packer; cuSPARSELt GEMMs, densest
+5% of features dense).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import torch
 
 from .. import reference as ref
 from ..ffn import fast_forward
-from ..ffn.backend import use_fused_gemm1
+from ..ffn.backend import use_fused_dy2, use_fused_gemm1
 from ..gemm import cusparselt
-from ..kernels.backward_pack import backward_pack
+from ..kernels.backward_pack import backward_pack, featurewise_pack
+from ..kernels.gemm_relu2_grad_pack import gemm_relu2_grad_pack
 from ..kernels.gemm_relu2_pack import gemm_relu2_pack
 from ..kernels.sparsify_pack import sparsify_pack
 from ..kernels.transpose import transpose
@@ -95,6 +98,9 @@ def _parts(x, w1, w2, dy, num_dense) -> dict:
     }
     if use_fused_gemm1(x.device, x.dtype, x.shape[1], count=True):  # what the step runs instead of the first two
         parts["fused_gemm1_pack"] = median_ms(lambda: gemm_relu2_pack(x, w1, count=True))
+    if use_fused_dy2(x.device, x.dtype, x.shape[1]):  # what the step runs instead of dy2_dense + backward_pack
+        parts["fused_dy2_pack"] = median_ms(lambda: gemm_relu2_grad_pack(dy, w2, pk.packed))
+        parts["featurewise_pack"] = median_ms(lambda: featurewise_pack(pk.packed, ops.dy1_tokenwise, perm, dense))
     y2 = ref.squared_relu(y1)
     dense_parts = {
         "dense_gemm1": parts["gemm1_dense"],
@@ -133,6 +139,7 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUNDS
                 "saved_fraction": saved["sparse"] / saved["dense_eager"],
                 "num_dense_features": num_dense,
                 "gemm1_fused": use_fused_gemm1(x.device, x.dtype, d, count=True),
+                "dy2_fused": use_fused_dy2(x.device, x.dtype, d),
                 **graphs,
             }
             with torch.no_grad():

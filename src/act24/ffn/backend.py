@@ -142,26 +142,20 @@ def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, h
 # d=4096 (1.14x unfused) and 1.23x at d=2048 (1.10x), but 2% slower than unfused at d=8192, where its
 # epilogue is no longer hidden behind the main loop. Off above this d.
 FUSED_GEMM1_MAX_D = 4096
+# Fused dy2 GEMM (kernels/gemm_relu2_grad_pack.py): the backward's dy2 = dy @ W2 with the token-wise stage
+# as its epilogue. The same main loop as the fused GEMM1 over the same K = d: the same limit.
+FUSED_DY2_MAX_D = 4096
 
 
 def fused_gemm1_self_check(device: torch.device, dtype: torch.dtype, count: bool) -> str | None:
     """Build the fused GEMM1's variant and compare it with cuBLAS + the packer on integer inputs (exact
     sums, so the accumulation order cannot matter); None if the packed bytes (and counts, when counting)
     are identical, else why it is off. A missing toolchain raises cuda_build.BuildUnavailable."""
-    from ..kernels import cuda_build
     from ..kernels.gemm_relu2_pack import gemm_relu2_pack
     from ..kernels.sparsify_pack import sparsify_pack
 
-    gen = torch.Generator(device=device).manual_seed(0)
-    x = torch.randint(-3, 4, (256, 128), device=device, generator=gen).to(dtype)
-    w1 = torch.randint(-2, 3, (512, 128), device=device, generator=gen).to(dtype)
-    x[:64] = 0  # all-zero groups; elsewhere ties abound
-    try:
-        ours = gemm_relu2_pack(x, w1, count=count)
-    except cuda_build.BuildUnavailable:
-        raise
-    except Exception as e:  # nvcc failed, or the kernel cannot run here
-        return f"the fused GEMM1 failed its self-check: {type(e).__name__}: {e}"
+    x, w1 = _integer_operands(device, dtype, (256, 128), (512, 128))
+    ours = gemm_relu2_pack(x, w1, count=count)
     theirs = sparsify_pack((x.float() @ w1.float().t()).to(dtype), count=count)
     if not torch.equal(ours.packed.view(torch.int16), theirs.packed.view(torch.int16)):
         return "the fused GEMM1's output differs from cuBLAS + the packer"
@@ -171,7 +165,49 @@ def fused_gemm1_self_check(device: torch.device, dtype: torch.dtype, count: bool
     return None
 
 
-_fused_gemm1_decisions: dict[tuple[torch.device, torch.dtype, bool], str | None] = {}
+def fused_dy2_self_check(device: torch.device, dtype: torch.dtype, count: bool = False) -> str | None:
+    """Build the fused dy2 GEMM and compare its token-wise dy1 with cuBLAS + the backward packer's on integer
+    inputs (exact sums); None if the bytes are identical, else why it is off."""
+    from ..kernels.backward_pack import backward_pack
+    from ..kernels.gemm_relu2_grad_pack import gemm_relu2_grad_pack
+    from ..kernels.sparsify_pack import sparsify_pack
+
+    y1, _ = _integer_operands(device, dtype, (256, 512), (1, 1))
+    dy, w2 = _integer_operands(device, dtype, (256, 128), (128, 512), seed=1)
+    packed = sparsify_pack(y1).packed
+    ours = gemm_relu2_grad_pack(dy, w2, packed)
+    none = torch.empty(0, dtype=torch.long, device=device)
+    theirs = backward_pack(packed, (dy.float() @ w2.float()).to(dtype), torch.arange(256, device=device), none)
+    if not torch.equal(ours.view(torch.int16), theirs.dy1_tokenwise.view(torch.int16)):
+        return "the fused dy2 GEMM's token-wise dy1 differs from cuBLAS + the backward packer's"
+    return None
+
+
+def _integer_operands(device, dtype, a_shape, b_shape, seed: int = 0):
+    """Small integers (exact products and sums in fp32), a's first 64 rows zero: all-zero groups; ties abound."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    a = torch.randint(-3, 4, a_shape, device=device, generator=gen).to(dtype)
+    b = torch.randint(-2, 3, b_shape, device=device, generator=gen).to(dtype)
+    a[:64] = 0
+    return a, b
+
+
+@dataclass(frozen=True)
+class FusedKernel:
+    """A CUTLASS kernel that replaces a GEMM and a Triton pass where its self-check passes."""
+
+    name: str  # as messages name it
+    switch: str  # the environment variable that turns it off ("0")
+    self_check: Callable[[torch.device, torch.dtype, bool], str | None]
+    fallback: str  # what runs instead, for the warning
+
+
+FUSED_GEMM1 = FusedKernel("the fused GEMM1", "ACT24_FUSED_GEMM1", fused_gemm1_self_check,
+                          "GEMM1 and the packer run as two kernels")
+FUSED_DY2 = FusedKernel("the fused dy2 GEMM", "ACT24_FUSED_DY2", fused_dy2_self_check,
+                        "the backward's dy2 GEMM and its packer run as two kernels")
+
+_fused_decisions: dict[tuple[str, torch.device, torch.dtype, bool], str | None] = {}
 
 
 def fused_gemm1_reason(device: torch.device, dtype: torch.dtype, count: bool = False) -> str | None:
@@ -181,39 +217,56 @@ def fused_gemm1_reason(device: torch.device, dtype: torch.dtype, count: bool = F
     Decided once per device, dtype and `count` (ACT24_FUSED_GEMM1 is read then): each is a kernel of its
     own, built when first needed. Not while a CUDA graph is being captured, where the self-check could
     not run: such a call gets the two kernels and decides nothing."""
+    return fused_reason(FUSED_GEMM1, device, dtype, count)
+
+
+def fused_dy2_reason(device: torch.device, dtype: torch.dtype) -> str | None:
+    """None if the training backward may compute dy2 = dy @ W2 and the token-wise dy1 in one kernel here, else
+    why not; decided as fused_gemm1_reason (ACT24_FUSED_DY2)."""
+    return fused_reason(FUSED_DY2, device, dtype, False)
+
+
+def fused_reason(kernel: FusedKernel, device: torch.device, dtype: torch.dtype, variant: bool) -> str | None:
     device = _indexed(device)
-    key = (device, dtype, count)
-    if key not in _fused_gemm1_decisions:
+    key = (kernel.name, device, dtype, variant)
+    if key not in _fused_decisions:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             return "not decided during CUDA-graph capture (run one call before capturing)"
         from torch._subclasses.fake_tensor import unset_fake_temporarily
 
         with unset_fake_temporarily():  # tracing (export, make_fx) must not turn the self-check's tensors fake
-            _fused_gemm1_decisions[key] = _decide_fused_gemm1(device, dtype, count)
-    return _fused_gemm1_decisions[key]
+            _fused_decisions[key] = _decide_fused(kernel, device, dtype, variant)
+    return _fused_decisions[key]
 
 
-def _decide_fused_gemm1(device: torch.device, dtype: torch.dtype, count: bool) -> str | None:
+def _decide_fused(kernel: FusedKernel, device: torch.device, dtype: torch.dtype, variant: bool) -> str | None:
     from ..kernels import cuda_build
 
-    if os.environ.get("ACT24_FUSED_GEMM1", "1") == "0":
-        return "turned off by ACT24_FUSED_GEMM1=0"
+    if os.environ.get(kernel.switch, "1") == "0":
+        return f"turned off by {kernel.switch}=0"
     if device.type != "cuda":
-        return f"{device.type} device: the fused GEMM1 is a CUDA kernel"
+        return f"{device.type} device: {kernel.name} is a CUDA kernel"
     if dtype not in (torch.bfloat16, torch.float16):
-        return f"{dtype} activations: the fused GEMM1 is built for bfloat16 and float16"
+        return f"{dtype} activations: {kernel.name} is built for bfloat16 and float16"
     backend = backend_for(device, dtype)
     if backend.name != "cusparselt":
         return f"the {backend.name} backend runs here ({backend.reason})"
     try:
-        problem = fused_gemm1_self_check(device, dtype, count)
+        problem = kernel.self_check(device, dtype, variant)
     except cuda_build.BuildUnavailable as e:
         return str(e)  # a missing toolchain is a documented option, not worth a warning
+    except Exception as e:  # nvcc failed, or the kernel cannot run here
+        problem = f"{kernel.name} failed its self-check: {type(e).__name__}: {e}"
     if problem is not None:
-        warnings.warn(f"act24: GEMM1 and the packer run as two kernels ({problem})", RuntimeWarning, stacklevel=5)
+        warnings.warn(f"act24: {kernel.fallback} ({problem})", RuntimeWarning, stacklevel=5)
     return problem
 
 
 @torch.compiler.assume_constant_result  # resolved once at trace time: no graph break under torch.compile
 def use_fused_gemm1(device: torch.device, dtype: torch.dtype, d: int, count: bool = False) -> bool:
     return d <= FUSED_GEMM1_MAX_D and fused_gemm1_reason(device, dtype, count) is None
+
+
+@torch.compiler.assume_constant_result
+def use_fused_dy2(device: torch.device, dtype: torch.dtype, d: int) -> bool:
+    return d <= FUSED_DY2_MAX_D and fused_dy2_reason(device, dtype) is None

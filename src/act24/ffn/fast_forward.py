@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..ops import sparse_ffn_ops as ops
 from ..ops.recipe_ops import seed_tensor
 from ..kernels.sparsify_pack import COL_BLOCK, ROW_BLOCK
-from .backend import use_fused_gemm1
+from .backend import use_fused_dy2, use_fused_gemm1
 
 HIDDEN_MULTIPLE = 2 * COL_BLOCK  # the packer's column strip
 MODEL_MULTIPLE = 16  # cuSPARSELt's dense-operand alignment
@@ -62,11 +62,14 @@ def _fused_gemm1(x: torch.Tensor, w1: torch.Tensor, count: bool) -> bool:
 def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int | torch.Tensor,
                          num_dense: int):
     """Differentiable y, kept and non-zero counts per feature. With the forward's second GEMM, 4 of
-    the 6 FFN GEMMs run on 2:4 operands (see ops/sparse_training_ops.py)."""
+    the 6 FFN GEMMs run on 2:4 operands (see ops/sparse_training_ops.py). GEMM1 and the backward's dy2 GEMM
+    take their packers as epilogues where measured faster (ffn/backend.py: use_fused_gemm1, use_fused_dy2)."""
     from ..ops import sparse_training_ops
 
     fused = x.shape[0] > 0 and _fused_gemm1(x, w1, count=True)
+    fused_dy2 = x.shape[0] > 0 and x.dtype == w2.dtype and use_fused_dy2(x.device, x.dtype, x.shape[1])
     y, _, kept, nonzeros = sparse_training_ops.sparse_ffn_train_forward(_pad_tokens(x), w1, w2,
-                                                                         seed_tensor(perm_seed), num_dense, fused)
+                                                                         seed_tensor(perm_seed), num_dense, fused,
+                                                                         fused_dy2)
     # sliced only when padded: a slice's backward zero-fills and copies the whole gradient ([T, d])
     return (y if y.shape[0] == x.shape[0] else y[:x.shape[0]]), kept, nonzeros

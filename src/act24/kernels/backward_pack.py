@@ -12,6 +12,9 @@ dy2 = dy3 @ W2 [T, H], it computes dy1 = dy2 * 2*sqrt(a) at the kept positions a
                                                  -> their exact weight gradients (those rows of
                                                     the feature-wise products are replaced).
 
+`featurewise_pack` is the same pass after its token-wise stage: it reads the token-wise dy1 that
+kernels/gemm_relu2_grad_pack.py writes as dy2's GEMM epilogue, instead of dy2.
+
 Tiling: a program owns 64 features (16 token-wise groups: one contiguous 64-byte segment of a
 row of a, 128 bytes of dy2) and 32*NB permuted tokens, loaded as four [8*NB, 16] tiles (token
 4k + r of each group k). Each feature-wise operand is selected from those four tiles in registers;
@@ -93,24 +96,27 @@ def _position(pair, nib, p: tl.constexpr):
 
 @triton.jit
 def _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, r: tl.constexpr, H,
-                DTYPE: tl.constexpr, RND: tl.constexpr):
-    """Permuted tokens j = 4k + r, token-wise groups G ([8NB, 16]): stores dy1 token-wise; returns
-    a's packed pairs, their nibbles and dy1's packed pairs."""
+                DY1_GIVEN: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
+    """Permuted tokens j = 4k + r, token-wise groups G ([8NB, 16]): stores dy1 token-wise (loads it when
+    DY1_GIVEN: the fused dy2 GEMM wrote it); returns a's packed pairs, their nibbles and dy1's packed pairs."""
     t = tl.load(perm_ptr + 4 * k + r).to(tl.int64)
     at = t[:, None] * (H // 4) + G[None, :]
     pair = tl.load(a_vals + at)
     nib = _tokenwise_nibble(a_meta, t, G, H)
-    w = tl.load(dy2_ptr + at)
-    i0 = nib & 3
-    i1 = nib >> 2
-    e0 = from_bits16(w.to(tl.int32), DTYPE)
-    e1 = from_bits16((w >> 16).to(tl.int32), DTYPE)
-    e2 = from_bits16((w >> 32).to(tl.int32), DTYPE)
-    e3 = from_bits16((w >> 48).to(tl.int32), DTYPE)
-    d0 = _grad(tl.where(i0 == 0, e0, tl.where(i0 == 1, e1, e2)), from_bits16(pair, DTYPE), DTYPE, RND)
-    d1 = _grad(tl.where(i1 == 3, e3, tl.where(i1 == 2, e2, e1)), from_bits16(pair >> 16, DTYPE), DTYPE, RND)
-    dpair = bits16(d0, DTYPE) | (bits16(d1, DTYPE) << 16)
-    tl.store(d1_vals + at, dpair)
+    if DY1_GIVEN:
+        dpair = tl.load(d1_vals + at)
+    else:
+        w = tl.load(dy2_ptr + at)
+        i0 = nib & 3
+        i1 = nib >> 2
+        e0 = from_bits16(w.to(tl.int32), DTYPE)
+        e1 = from_bits16((w >> 16).to(tl.int32), DTYPE)
+        e2 = from_bits16((w >> 32).to(tl.int32), DTYPE)
+        e3 = from_bits16((w >> 48).to(tl.int32), DTYPE)
+        d0 = _grad(tl.where(i0 == 0, e0, tl.where(i0 == 1, e1, e2)), from_bits16(pair, DTYPE), DTYPE, RND)
+        d1 = _grad(tl.where(i1 == 3, e3, tl.where(i1 == 2, e2, e1)), from_bits16(pair >> 16, DTYPE), DTYPE, RND)
+        dpair = bits16(d0, DTYPE) | (bits16(d1, DTYPE) << 16)
+        tl.store(d1_vals + at, dpair)
     return pair, nib, dpair
 
 
@@ -145,8 +151,8 @@ def _featurewise(p0, p1, p2, p3, n0, n1, n2, n3, vals_ptr, meta_ptr, meta_base, 
 
 @triton.jit
 def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
-                          dense_d1, dense_a, T, H,
-                          NB: tl.constexpr, HAS_DENSE: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
+                          dense_d1, dense_a, T, H, NB: tl.constexpr, HAS_DENSE: tl.constexpr,
+                          DY1_GIVEN: tl.constexpr, DTYPE: tl.constexpr, RND: tl.constexpr):
     # one flat grid axis (no 65535 limit), feature blocks fastest: the programs running together
     # read the same permuted token rows
     pid_f = tl.program_id(0) % (H // 64)
@@ -154,10 +160,10 @@ def _backward_pack_kernel(a_vals, a_meta, dy2_ptr, perm_ptr, slot_ptr, d1_vals, 
     kl = tl.arange(0, 8 * NB)
     k = pid_t * 8 * NB + kl  # token groups (4 permuted tokens each)
     G = 16 * pid_f + tl.arange(0, 16)
-    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DTYPE, RND)
-    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DTYPE, RND)
-    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DTYPE, RND)
-    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DTYPE, RND)
+    a0, n0, g0 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 0, H, DY1_GIVEN, DTYPE, RND)
+    a1, n1, g1 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 1, H, DY1_GIVEN, DTYPE, RND)
+    a2, n2, g2 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 2, H, DY1_GIVEN, DTYPE, RND)
+    a3, n3, g3 = _token_rows(a_vals, a_meta, dy2_ptr, perm_ptr, d1_vals, k, G, 3, H, DY1_GIVEN, DTYPE, RND)
     # metadata blocks (pid_f, NB pid_t + kb): 64 features x 32 tokens, 128 words each
     meta_base = (pid_f.to(tl.int64) * (T // 32) + pid_t * NB) * 128
     for p in tl.static_range(4):
@@ -180,20 +186,22 @@ class BackwardOperands:
     a_dense: torch.Tensor  # a at the dense features
 
 
-def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
-    for name, t in (("packed_a", packed_a), ("dy2", dy2)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        check_ndim(name, t, ndim=2)
-        if not t.is_contiguous():
-            raise ValueError(f"{name} must be contiguous")
-    if dy2.dtype not in TL_DTYPE:
-        raise TypeError(f"dy2 must be bfloat16 or float16, got {dy2.dtype}")
-    if packed_a.dtype != dy2.dtype:
-        raise TypeError(f"packed_a has dtype {packed_a.dtype} but dy2 has {dy2.dtype}; they must match")
-    T, H = dy2.shape
-    check_multiple("dy2", T, 64, "the row (token) count")
-    check_multiple("dy2", H, 64, "the column (hidden) count")
+def _check_tensor(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_ndim(name, t, ndim=2)
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+
+
+def _check_rest(packed_a, T: int, H: int, like_name: str, like: torch.Tensor, perm, dense_features) -> None:
+    """The rules shared by both entry points, given [T, H] and the tensor (`like`) that fixed them."""
+    if like.dtype not in TL_DTYPE:
+        raise TypeError(f"{like_name} must be bfloat16 or float16, got {like.dtype}")
+    if packed_a.dtype != like.dtype:
+        raise TypeError(f"packed_a has dtype {packed_a.dtype} but {like_name} has {like.dtype}; they must match")
+    check_multiple(like_name, T, 64, "the row (token) count")
+    check_multiple(like_name, H, 64, "the column (hidden) count")
     if packed_a.shape != (T, H * 9 // 16):
         raise ValueError(f"packed_a must be the packed [T, H] = [{T}, {H}] operand, shape ({T}, {H * 9 // 16}), "
                          f"got {tuple(packed_a.shape)}")
@@ -206,8 +214,25 @@ def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
         raise ValueError(f"dense_features must be a 1-D integer tensor, got {dense_features.dtype} "
                          f"{tuple(dense_features.shape)}")
     for name, t in (("packed_a", packed_a), ("perm", perm), ("dense_features", dense_features)):
-        if t.device != dy2.device:
-            raise ValueError(f"{name} is on {t.device} but dy2 is on {dy2.device}; move both to one device")
+        if t.device != like.device:
+            raise ValueError(f"{name} is on {t.device} but {like_name} is on {like.device}; move both to one device")
+
+
+def check_backward_inputs(packed_a, dy2, perm, dense_features) -> None:
+    for name, t in (("packed_a", packed_a), ("dy2", dy2)):
+        _check_tensor(name, t)
+    _check_rest(packed_a, *dy2.shape, "dy2", dy2, perm, dense_features)
+
+
+def check_featurewise_inputs(packed_a, dy1_tokenwise, perm, dense_features) -> None:
+    for name, t in (("packed_a", packed_a), ("dy1_tokenwise", dy1_tokenwise)):
+        _check_tensor(name, t)
+    T, cols = dy1_tokenwise.shape
+    if cols * 16 % 9:
+        raise ValueError(f"dy1_tokenwise must be a packed [T, H] operand, shape (T, H * 9/16), got {(T, cols)}")
+    if dy1_tokenwise.shape != packed_a.shape:
+        raise ValueError(f"dy1_tokenwise is packed like packed_a, shape {tuple(packed_a.shape)}, got {(T, cols)}")
+    _check_rest(packed_a, T, cols * 16 // 9, "dy1_tokenwise", dy1_tokenwise, perm, dense_features)
 
 
 def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor, dense_features: torch.Tensor,
@@ -223,33 +248,52 @@ def backward_pack(packed_a: torch.Tensor, dy2: torch.Tensor, perm: torch.Tensor,
     (scripts/tune_backward_pack.py).
     """
     check_backward_inputs(packed_a, dy2, perm, dense_features)
+    dy1_tok = torch.empty_like(packed_a)
     T, H = dy2.shape
-    nb = token_blocks_per_program
+    _, a_meta = packed_regions(packed_a, T, H)
+    _, d1_meta = packed_regions(dy1_tok, T, H)
+    d1_meta.copy_(a_meta)  # dy1 is non-zero only where a is: the same positions
+    return _launch(packed_a, dy2, dy1_tok, perm, dense_features, token_blocks_per_program, num_warps, max_registers)
+
+
+def featurewise_pack(packed_a: torch.Tensor, dy1_tokenwise: torch.Tensor, perm: torch.Tensor,
+                     dense_features: torch.Tensor, *, token_blocks_per_program: int = 4, num_warps: int = 4,
+                     max_registers: int | None = MAX_REGISTERS) -> BackwardOperands:
+    """`backward_pack` after its token-wise stage: the same operands from the token-wise dy1 (what
+    `gemm_relu2_grad_pack` writes) instead of dy2; `dy1_tokenwise` is returned as given."""
+    check_featurewise_inputs(packed_a, dy1_tokenwise, perm, dense_features)
+    return _launch(packed_a, None, dy1_tokenwise, perm, dense_features, token_blocks_per_program, num_warps,
+                   max_registers)
+
+
+def _launch(packed_a, dy2, dy1_tok, perm, dense_features, nb, num_warps, max_registers) -> BackwardOperands:
+    """One pass over [T, H]: dy1_tok written from dy2, or read when dy2 is None."""
     if nb < 1 or nb & (nb - 1):
         raise ValueError(f"token_blocks_per_program must be a power of 2 >= 1, got {nb}")
     if max_registers is not None and not 24 <= max_registers <= 255:
         raise ValueError(f"max_registers must be None or in [24, 255] (registers per thread), got {max_registers}")
+    T, H = packed_a.shape[0], packed_a.shape[1] * 16 // 9
     while T % (32 * nb):
         nb //= 2
+    device, dtype = packed_a.device, packed_a.dtype
     num_dense = dense_features.numel()
-    slot = torch.full((H,), -1, dtype=torch.int32, device=dy2.device)
-    slot[dense_features.long()] = torch.arange(num_dense, dtype=torch.int32, device=dy2.device)
-    dy1_tok = torch.empty_like(packed_a)
+    slot = torch.full((H,), -1, dtype=torch.int32, device=device)
+    slot[dense_features.long()] = torch.arange(num_dense, dtype=torch.int32, device=device)
     a_vals, a_meta = packed_regions(packed_a, T, H)
-    d1_vals, d1_meta = packed_regions(dy1_tok, T, H)
-    d1_meta.copy_(a_meta)  # dy1 is non-zero only where a is: the same positions
-    dy1_feat = torch.empty(H, T * 9 // 16, dtype=dy2.dtype, device=dy2.device)
+    d1_vals, _ = packed_regions(dy1_tok, T, H)
+    dy1_feat = torch.empty(H, T * 9 // 16, dtype=dtype, device=device)
     a_feat = torch.empty_like(dy1_feat)
     d1f_vals, d1f_meta = packed_regions(dy1_feat, H, T)
     af_vals, af_meta = packed_regions(a_feat, H, T)
-    dy1_dense = torch.empty(num_dense, T, dtype=dy2.dtype, device=dy2.device)
+    dy1_dense = torch.empty(num_dense, T, dtype=dtype, device=device)
     a_dense = torch.empty_like(dy1_dense)
     grid = ((H // 64) * (T // (32 * nb)),)
-    with on_device_of(dy2):
+    with on_device_of(packed_a):
         _backward_pack_kernel[grid](
-            a_vals, a_meta, dy2.view(torch.int64), perm, slot, d1_vals, d1f_vals, d1f_meta, af_vals, af_meta,
+            a_vals, a_meta, (d1_vals if dy2 is None else dy2).view(torch.int64), perm, slot, d1_vals, d1f_vals,
+            d1f_meta, af_vals, af_meta,
             dy1_dense.view(torch.int64), a_dense.view(torch.int64), T, H,  # 4 tokens of a dense row per int64
-            NB=nb, HAS_DENSE=num_dense > 0, DTYPE=TL_DTYPE[dy2.dtype], RND=INTERPRETED, num_warps=num_warps,
-            **({"maxnreg": max_registers} if max_registers and not INTERPRETED else {}),
+            NB=nb, HAS_DENSE=num_dense > 0, DY1_GIVEN=dy2 is None, DTYPE=TL_DTYPE[dtype], RND=INTERPRETED,
+            num_warps=num_warps, **({"maxnreg": max_registers} if max_registers and not INTERPRETED else {}),
         )
     return BackwardOperands(dy1_tok, dy1_feat, a_feat, dy1_dense, a_dense)

@@ -25,7 +25,7 @@ from .sparsify_pack import COL_BLOCK, ROW_BLOCK, PackedActivation
 # the packed layout's 64-row metadata blocks; hidden as for the packer (whole 64-column strips); x's and
 # w1's rows 16-byte aligned for the GEMM's TMA loads
 ROW_MULTIPLE, HIDDEN_MULTIPLE, MODEL_MULTIPLE = ROW_BLOCK, 2 * COL_BLOCK, 8
-_STATUS = {2: "CUTLASS asked for a workspace", 3: "CUTLASS cannot implement this problem",
+STATUS = {2: "CUTLASS asked for a workspace", 3: "CUTLASS cannot implement this problem",
            4: "the kernel's initialisation failed", 5: "the launch failed"}
 
 
@@ -93,6 +93,6 @@ def gemm_relu2_pack(x: torch.Tensor, w1: torch.Tensor, *, count: bool = False) -
                                            kept.data_ptr() if count else None,
                                            nonzeros.data_ptr() if count else None, M, N, K, stream)
     if status:
-        raise RuntimeError(f"the fused GEMM failed: {_STATUS.get(status, f'status {status}')} (x {tuple(x.shape)}, "
+        raise RuntimeError(f"the fused GEMM failed: {STATUS.get(status, f'status {status}')} (x {tuple(x.shape)}, "
                            f"w1 {tuple(w1.shape)})")
     return PackedActivation(packed, kept, nonzeros)

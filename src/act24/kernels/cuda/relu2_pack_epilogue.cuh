@@ -5,12 +5,9 @@
 // src/act24/reference/cusparselt_layout.py), byte for byte what kernels/sparsify_pack.py writes for
 // the same y1 (selection and rounding of kernels/top2.py).
 //
-// No shared memory: in the wgmma accumulator layout a thread holds columns (n, n+1) of rows r and r+8,
-// its neighbour lane (n+2, n+3). One shuffle gives the even lane row r's group of 4 and the odd lane
-// row r+8's; after the selection, lanes l and l^2 hold alternate groups of the same row, and two
-// shuffles give each 4 consecutive groups (one 16-byte store; a lane pair writes a 32-byte sector);
-// a last shuffle joins the two rows' nibbles into whole metadata words. In CUTLASS's ping-pong
-// schedule one warp group runs this while the other runs its next tile's main loop.
+// No shared memory: shuffles bring each group of 4 to one lane and the packed output to whole 16-byte
+// stores (packed_lanes.cuh). In CUTLASS's ping-pong schedule one warp group runs this while the other
+// runs its next tile's main loop.
 #pragma once
 
 #include <cstdint>
@@ -20,11 +17,12 @@
 #include "cutlass/cutlass.h"
 #include "cute/tensor.hpp"
 
+#include "packed_lanes.cuh"
+#include "sm90_pingpong_gemm.cuh"
+
 namespace act24 {
 
 using namespace cute;
-
-using StrideOut = cute::Stride<int64_t, _1, int64_t>;
 
 // relu(v)**2 of two accumulators, as the two 16-bit patterns of one uint32: both rounded to the element
 // type first (what the unfused path's y1 holds), then relu and the square as act24's packer computes
@@ -84,44 +82,23 @@ __device__ __forceinline__ uint32_t select_2_of_4(uint32_t s01, uint32_t s23, ui
   return v0 | (v1 << 16);
 }
 
-// An operator-style epilogue (the interface of CUTLASS's DefaultEpilogue) run by
-// Sm90TmaWarpSpecializedAdapter inside the warp-specialized kernels. With Count it also adds each
-// column's kept-non-zero and non-zero counts to `kept` and `nonzeros` (int32 [N], zeroed by the caller),
-// as kernels/sparsify_pack.py counts them. Element: bfloat16_t or half_t.
+struct Relu2PackArguments {
+  void* packed = nullptr;
+  int* kept = nullptr;
+  int* nonzeros = nullptr;
+};
+
+// The epilogue, run by Sm90TmaWarpSpecializedAdapter inside the warp-specialized kernels. With Count it also
+// adds each column's kept-non-zero and non-zero counts to `kept` and `nonzeros` (int32 [N], zeroed by the
+// caller), as kernels/sparsify_pack.py counts them. Element: bfloat16_t or half_t.
 template <class Element, bool Count>
-struct Relu2PackEpilogue {
-  using ElementC = void;
-  using ElementD = Element;
-  using StrideC = StrideOut;
-  using StrideD = StrideOut;
-  using GmemTiledCopyC = void;
-  using GmemTiledCopyD = void;
-  using ThreadEpilogueOp = void;  // named by GemmUniversalAdapter, unused
-  struct SharedStorage {};
-  using TensorStorage = SharedStorage;
-  struct Arguments {
-    void* packed = nullptr;
-    int* kept = nullptr;
-    int* nonzeros = nullptr;
-  };
-  using Params = Arguments;
+struct Relu2PackEpilogue : RegisterEpilogue<Element, Relu2PackArguments> {
+  using Base = RegisterEpilogue<Element, Relu2PackArguments>;
+  using typename Base::Params;
+  using typename Base::SharedStorage;
+  using Base::params;
 
-  template <class ProblemShapeT>
-  static constexpr Params to_underlying_arguments(ProblemShapeT const&, Arguments const& args, void*) { return args; }
-  template <class ProblemShapeT>
-  static size_t get_workspace_size(ProblemShapeT const&, Arguments const&) { return 0; }
-  template <class ProblemShapeT>
-  static cutlass::Status initialize_workspace(ProblemShapeT const&, Arguments const&, void*, cudaStream_t,
-                                              cutlass::CudaHostAdapter* = nullptr) {
-    return cutlass::Status::kSuccess;
-  }
-  template <class ProblemShapeT>
-  static bool can_implement(ProblemShapeT const& problem, Arguments const&) {
-    return get<0>(problem) % 64 == 0 && get<1>(problem) % 64 == 0;
-  }
-
-  CUTLASS_HOST_DEVICE Relu2PackEpilogue(Params const& params_, SharedStorage const& = SharedStorage()) : params(params_) {}
-  CUTLASS_DEVICE bool is_source_needed() { return false; }
+  CUTLASS_HOST_DEVICE Relu2PackEpilogue(Params const& params_, SharedStorage const& = SharedStorage()) : Base(params_) {}
 
   template <class ProblemShapeMNKL, class BlockShapeMNK, class BlockCoordMNKL, class FrgEngine, class FrgLayout,
             class TiledMma, class ResidueMNK>
@@ -171,27 +148,12 @@ struct Relu2PackEpilogue {
         // from zero-filled x rows: zero, but NaN in a column whose w1 row holds NaN or Inf
         if constexpr (Count) counts[4 * (b % kColumnBlocks) + c] += row < M ? flags : 0u;
       }
-      const int h0 = (col & 7) >> 2;  // which group of each 8 columns this lane holds
-      // lanes l and l^2 hold the 8 groups of this block's row alternately (h0 = 0, 1); after two
-      // shuffles the h0 = 0 lane has groups 0-3 and the other 4-7: one 16-byte store each
-      uint32_t send0 = h0 ? pairs[0] : pairs[2], send1 = h0 ? pairs[1] : pairs[3];
-      uint32_t got0 = __shfl_xor_sync(0xffffffff, send0, 2), got1 = __shfl_xor_sync(0xffffffff, send1, 2);
-      uint4 v = h0 ? make_uint4(got0, pairs[2], got1, pairs[3]) : make_uint4(pairs[0], got0, pairs[1], got1);
-      const int first_group = ((col >> 5) << 3) + 4 * h0;
-      if (row < M && col < N) *reinterpret_cast<uint4*>(values + int64_t(row) * (N / 4) + first_group) = v;
-      // nibble 2j + h of word 32s + 4i + q, for local row 16s + 8h + i and group 4j + q of the block;
-      // c = 0, 2 are groups q = h0, h0 + 4 (j = 0, 1); c = 1, 3 are q = 2 + h0, 6 + h0
-      const uint32_t h = odd;
-      uint32_t mine = (nibbles[0] << (4 * h)) | (nibbles[2] << (8 + 4 * h)) |
-                      (((nibbles[1] << (4 * h)) | (nibbles[3] << (8 + 4 * h))) << 16);
-      uint32_t words = mine | __shfl_xor_sync(0xffffffff, mine, 1);
-      const int local_row = row & 63;
-      const int base_row = row - 8 * int(h);  // row r of the pair
-      if (base_row < M && col < N) {
-        const int s = local_row >> 4, i8 = local_row & 7;
-        int64_t block = int64_t(row >> 6) * (N / 32) + (col >> 5);
-        int word = 32 * s + 4 * i8 + (odd ? 2 + h0 : h0);
-        meta[block * 128 + word] = static_cast<uint16_t>(odd ? words >> 16 : words & 0xFFFF);
+      const PackedPlaces at(row, col, N, odd);
+      const uint4 v = to_consecutive(pairs, at.h0);
+      const uint16_t word = meta_word(nibbles, odd);
+      if (row < M && col < N) {
+        *reinterpret_cast<uint4*>(values + at.values) = v;
+        meta[at.meta] = word;
       }
     }
     if constexpr (Count) {
@@ -235,7 +197,6 @@ struct Relu2PackEpilogue {
     }
   }
 
-  Params params;
 };
 
 }  // namespace act24
