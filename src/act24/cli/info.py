@@ -7,7 +7,8 @@ import platform
 
 import torch
 
-from ..ffn.backend import FUSED_GEMM1_MAX_D, backend_for, cusparselt_version, fused_gemm1_reason, triton_version
+from ..ffn.backend import (FUSED_DY2_MAX_D, FUSED_GEMM1_MAX_D, backend_for, cusparselt_version, fused_dy2_reason,
+                           fused_gemm1_reason, triton_version)
 
 
 def environment() -> dict:
@@ -31,6 +32,7 @@ def environment() -> dict:
     env["backend_reason"] = backend.reason
     env["cusparselt_calls"] = _cusparselt_calls() if backend.name == "cusparselt" else None
     env["fused_gemm1"] = (fused_gemm1_reason(device, torch.bfloat16) or f"on (checked in bf16 without counting; d <= {FUSED_GEMM1_MAX_D})") if device.type == "cuda" else None
+    env["fused_dy2"] = (fused_dy2_reason(device, torch.bfloat16) or f"on in training (checked in bf16; d <= {FUSED_DY2_MAX_D})") if device.type == "cuda" else None
     return env
 
 
