@@ -109,13 +109,16 @@ def fresh_decision():
 
 def test_reasons_it_stays_off(monkeypatch, fresh_decision):
     monkeypatch.delenv("ACT24_FUSED_DY2", raising=False)
+    assert "off unless ACT24_FUSED_DY2=1" in backend.fused_dy2_reason(torch.device("cpu"), BF16)
+    backend._fused_decisions.clear()
+    monkeypatch.setenv("ACT24_FUSED_DY2", "1")
     assert "the fused dy2 GEMM is a CUDA kernel" in backend.fused_dy2_reason(torch.device("cpu"), BF16)
     monkeypatch.setattr(backend, "backend_for", lambda device, dtype=BF16: backend.Backend("reference", "test"))
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # a CPU build has no CUDA
     assert "reference backend" in backend.fused_dy2_reason(torch.device("cuda", 0), BF16)
     backend._fused_decisions.clear()
     monkeypatch.setenv("ACT24_FUSED_DY2", "0")
-    assert "ACT24_FUSED_DY2=0" in backend.fused_dy2_reason(torch.device("cpu"), BF16)
+    assert "off unless ACT24_FUSED_DY2=1" in backend.fused_dy2_reason(torch.device("cpu"), BF16)
     assert backend.fused_gemm1_reason(torch.device("cpu"), BF16) != backend.fused_dy2_reason(torch.device("cpu"), BF16)
 
 
@@ -164,6 +167,15 @@ def test_training_backward_takes_the_fused_dy2_gemm(monkeypatch, tokens):
 # --- on a Hopper GPU: bytes against cuBLAS + the backward packer, bad input, the self-check's fallback ---
 
 TOOLCHAIN_MISSING = ("nvcc was not found", "CUTLASS's headers")
+
+
+@pytest.fixture(autouse=True)
+def opted_in(monkeypatch):
+    """The kernel is opt-in (ACT24_FUSED_DY2=1): these tests decide with it on unless they say otherwise."""
+    monkeypatch.setenv("ACT24_FUSED_DY2", "1")
+    backend._fused_decisions.clear()
+    yield
+    backend._fused_decisions.clear()
 
 
 def _fused_or_skip(dy, w2, packed):

@@ -143,7 +143,9 @@ def sparse_path(device: torch.device, dtype: torch.dtype, exact: bool, d: int, h
 # epilogue is no longer hidden behind the main loop. Off above this d.
 FUSED_GEMM1_MAX_D = 4096
 # Fused dy2 GEMM (kernels/gemm_relu2_grad_pack.py): the backward's dy2 = dy @ W2 with the token-wise stage
-# as its epilogue. The same main loop as the fused GEMM1 over the same K = d: the same limit.
+# as its epilogue. The same main loop as the fused GEMM1 over the same K = d: the same limit. Off unless
+# ACT24_FUSED_DY2=1: on an H100 the training step read 0.9 ms slower with it at d=4096 and 0.06 ms at d=2048
+# (results/fused_backward_ab_h100.json), although its parts alone add up to 0.3 ms less.
 FUSED_DY2_MAX_D = 4096
 
 
@@ -197,15 +199,16 @@ class FusedKernel:
     """A CUTLASS kernel that replaces a GEMM and a Triton pass where its self-check passes."""
 
     name: str  # as messages name it
-    switch: str  # the environment variable that turns it off ("0")
+    switch: str  # the environment variable that turns it off ("0") or, where off by default, on ("1")
     self_check: Callable[[torch.device, torch.dtype, bool], str | None]
     fallback: str  # what runs instead, for the warning
+    on_by_default: bool = True
 
 
 FUSED_GEMM1 = FusedKernel("the fused GEMM1", "ACT24_FUSED_GEMM1", fused_gemm1_self_check,
                           "GEMM1 and the packer run as two kernels")
 FUSED_DY2 = FusedKernel("the fused dy2 GEMM", "ACT24_FUSED_DY2", fused_dy2_self_check,
-                        "the backward's dy2 GEMM and its packer run as two kernels")
+                        "the backward's dy2 GEMM and its packer run as two kernels", on_by_default=False)
 
 _fused_decisions: dict[tuple[str, torch.device, torch.dtype, bool], str | None] = {}
 
@@ -242,8 +245,9 @@ def fused_reason(kernel: FusedKernel, device: torch.device, dtype: torch.dtype, 
 def _decide_fused(kernel: FusedKernel, device: torch.device, dtype: torch.dtype, variant: bool) -> str | None:
     from ..kernels import cuda_build
 
-    if os.environ.get(kernel.switch, "1") == "0":
-        return f"turned off by {kernel.switch}=0"
+    if os.environ.get(kernel.switch, "1" if kernel.on_by_default else "0") == "0":
+        return (f"turned off by {kernel.switch}=0" if kernel.on_by_default else
+                f"off unless {kernel.switch}=1 (measured slower in the training step on an H100)")
     if device.type != "cuda":
         return f"{device.type} device: {kernel.name} is a CUDA kernel"
     if dtype not in (torch.bfloat16, torch.float16):
