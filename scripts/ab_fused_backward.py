@@ -3,8 +3,8 @@ its epilogue, and the backward's dy2 GEMM with the token-wise dy1 as its epilogu
 alternated in one process; then the parts the fused dy2 GEMM replaces, each alone. Writes
 OUT/fused_backward_ab.json.
 
-Usage: PYTHONPATH=src python scripts/ab_fused_backward.py OUT [T,d,H ...] (default 16384,4096,16384 and
-16384,2048,8192; bfloat16)
+Usage: ACT24_FUSED_DY2=1 PYTHONPATH=src python scripts/ab_fused_backward.py OUT [T,d,H ...] (default
+16384,4096,16384 and 16384,2048,8192; bfloat16; without ACT24_FUSED_DY2=1 the fused dy2 GEMM stays off)
 """
 
 import argparse
@@ -16,7 +16,7 @@ import torch
 from act24.bench.common import header, median_ms, write_result
 from act24.bench.ffn_train import DENSE_FRACTION, PERM_SEED, backward_pack_inputs, step_ab
 from act24.bench.ffn_forward import compiled_baseline_and_operands
-from act24.ffn import fast_forward
+from act24.ffn import backend, fast_forward
 from act24.kernels.backward_pack import backward_pack, featurewise_pack
 from act24.kernels.gemm_relu2_grad_pack import gemm_relu2_grad_pack
 from act24.kernels.top2 import packed_regions
@@ -24,12 +24,16 @@ from act24.reference import dense_feature_count
 
 
 def arm(gemm1: bool, dy2: bool):
-    """A context manager factory: the package's choice for each fused kernel, or off."""
+    """A context manager factory: each fused kernel on wherever it can run (its self-check passed; the
+    package's width limits per GPU model ignored), or off."""
+    forced = {"use_fused_gemm1": lambda device, dtype, d, count=False: backend.fused_gemm1_reason(device, dtype, count) is None,
+              "use_fused_dy2": lambda device, dtype, d: backend.fused_dy2_reason(device, dtype) is None}
+
     def setup():
         stack = contextlib.ExitStack()
         for name, allowed in (("use_fused_gemm1", gemm1), ("use_fused_dy2", dy2)):
-            if not allowed:
-                stack.enter_context(mock.patch.object(fast_forward, name, lambda *args, **kwargs: False))
+            stack.enter_context(mock.patch.object(fast_forward, name, forced[name] if allowed
+                                                  else lambda *args, **kwargs: False))
         return stack
     return setup
 
@@ -45,8 +49,8 @@ def parts(T: int, d: int, H: int) -> dict:
         (ours, our_meta), (theirs, their_meta) = (packed_regions(p, T, H) for p in (fused, ops.dy1_tokenwise))
         ours, theirs = (v.view(x.dtype).float() for v in (ours, theirs))
         return {
-            "fused_dy2_on": fast_forward.use_fused_dy2(x.device, x.dtype, d),
-            "fused_gemm1_on": fast_forward.use_fused_gemm1(x.device, x.dtype, d, True),
+            "fused_dy2_runs_here": backend.fused_dy2_reason(x.device, x.dtype) is None,
+            "fused_gemm1_runs_here": backend.fused_gemm1_reason(x.device, x.dtype, True) is None,
             "metadata_equal": torch.equal(our_meta, their_meta),
             "values_rel_l2_vs_cublas_path": ((ours - theirs).norm() / theirs.norm()).item(),
             "dy2_dense": median_ms(lambda: dy @ w2),

@@ -129,6 +129,18 @@ def test_reasons_it_stays_off(monkeypatch, fresh_decision):
     assert "ACT24_FUSED_GEMM1=0" in backend.fused_gemm1_reason(torch.device("cpu"), BF16)
 
 
+def test_training_on_an_h100_uses_it_only_up_to_its_measured_width(monkeypatch):
+    monkeypatch.setattr(backend, "fused_gemm1_reason", lambda device, dtype, count=False: None)
+    monkeypatch.setattr(backend, "_gpu_name", lambda device: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(backend, "_indexed", lambda device: device)
+    gpu = torch.device("cuda", 0)
+    assert backend.use_fused_gemm1(gpu, BF16, 2048, count=True)
+    assert not backend.use_fused_gemm1(gpu, BF16, 4096, count=True)
+    assert backend.use_fused_gemm1(gpu, BF16, 4096, count=False)  # inference: not measured slower
+    monkeypatch.setattr(backend, "_gpu_name", lambda device: "NVIDIA H200")
+    assert backend.use_fused_gemm1(gpu, BF16, 4096, count=True)
+
+
 def test_used_only_up_to_the_measured_model_width(monkeypatch):
     monkeypatch.setattr(backend, "fused_gemm1_reason", lambda device, dtype, count=False: None)
     assert backend.use_fused_gemm1(torch.device("cpu"), BF16, backend.FUSED_GEMM1_MAX_D)
