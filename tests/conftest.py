@@ -81,3 +81,13 @@ def text_dir(tmp_path):
     for i in range(25):
         (d / f"doc{i}.txt").write_text(f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * 100)
     return d
+
+
+@pytest.fixture
+def fresh_decision():
+    """The fused kernels' per-device decisions forgotten before and after a test."""
+    from act24.ffn import backend
+
+    backend._fused_decisions.clear()
+    yield
+    backend._fused_decisions.clear()

@@ -100,13 +100,6 @@ def test_featurewise_pass_reads_the_given_dy1():
 
 # --- when the backward uses it ---
 
-@pytest.fixture
-def fresh_decision():
-    backend._fused_decisions.clear()
-    yield
-    backend._fused_decisions.clear()
-
-
 def test_reasons_it_stays_off(monkeypatch, fresh_decision):
     monkeypatch.delenv("ACT24_FUSED_DY2", raising=False)
     assert "off unless ACT24_FUSED_DY2=1" in backend.fused_dy2_reason(torch.device("cpu"), BF16)

@@ -110,13 +110,6 @@ def test_the_kernel_compiles_once_and_is_cached(tmp_path, monkeypatch):
 
 # --- when the forward uses it ---
 
-@pytest.fixture
-def fresh_decision():
-    backend._fused_decisions.clear()
-    yield
-    backend._fused_decisions.clear()
-
-
 def test_reasons_it_stays_off(monkeypatch, fresh_decision):
     monkeypatch.delenv("ACT24_FUSED_GEMM1", raising=False)
     assert "a CUDA kernel" in backend.fused_gemm1_reason(torch.device("cpu"), BF16)
