@@ -19,7 +19,7 @@ for fp16 in 0 1; do
   for count in 0 1; do build gemm_relu2_pack "ACT24_FP16=$fp16" "ACT24_COUNT=$count" & done
 done
 wait
-timeout -k 10 280 python3 -m pytest -m gpu tests -q -p no:cacheprovider -rs > "$out/gpu_tests.log" 2>&1; keep
+timeout -k 10 280 python3 -m pytest -m gpu tests -p no:cacheprovider -rfEs > "$out/gpu_tests.log" 2>&1; keep
 tail -n 15 "$out/gpu_tests.log"
 ACT24_FUSED_DY2=1 timeout -k 10 200 python3 scripts/ab_fused_backward.py "$out" > "$out/ab.log" 2>&1; keep
 grep -v "Warning" "$out/ab.log" | tail -n 8

@@ -24,13 +24,13 @@ log="$out/$part.log"
 nvidia-smi --query-gpu=name,clocks.sm,power.draw,temperature.gpu --format=csv > "$out/gpu_$part.txt" 2>&1
 case "$part" in
   kernels)
-    timeout -k 10 260 python3 -m pytest -m gpu tests -q -p no:cacheprovider > "$out/gpu_tests.log" 2>&1
+    timeout -k 10 260 python3 -m pytest -m gpu tests -p no:cacheprovider -rfEs > "$out/gpu_tests.log" 2>&1
     tail -n 3 "$out/gpu_tests.log"
     timeout -k 10 180 python3 scripts/ab_fused_gemm1.py "$out" --train 16384,4096,16384 16384,2048,8192 > "$log" 2>&1
     timeout -k 10 60 python3 scripts/ab_fused_gemm1.py "$out" 16384,4096,16384 >> "$log" 2>&1
     ;;
   fp16)
-    timeout -k 10 260 python3 -m pytest -m gpu tests -q -p no:cacheprovider > "$out/gpu_tests.log" 2>&1
+    timeout -k 10 260 python3 -m pytest -m gpu tests -p no:cacheprovider -rfEs > "$out/gpu_tests.log" 2>&1
     tail -n 3 "$out/gpu_tests.log"
     timeout -k 10 120 python3 scripts/ab_fused_gemm1.py "$out" --dtype float16 --train 16384,4096,16384 > "$log" 2>&1
     timeout -k 10 60 python3 scripts/ab_fused_gemm1.py "$out" --dtype float16 16384,4096,16384 >> "$log" 2>&1
@@ -45,7 +45,7 @@ case "$part" in
     timeout -k 10 120 python3 scripts/profile_train_step.py "$out/d2048" 16384,2048,8192 >> "$log" 2>&1
     ;;
   step)
-    timeout -k 10 200 python3 -m pytest -m gpu tests -q -p no:cacheprovider > "$out/gpu_tests.log" 2>&1
+    timeout -k 10 200 python3 -m pytest -m gpu tests -p no:cacheprovider -rfEs > "$out/gpu_tests.log" 2>&1
     tail -n 3 "$out/gpu_tests.log"
     timeout -k 10 90 python3 scripts/profile_train_step.py "$out/d4096" 16384,4096,16384 > "$log" 2>&1
     timeout -k 10 90 python3 scripts/profile_train_step.py "$out/d2048" 16384,2048,8192 >> "$log" 2>&1
@@ -53,7 +53,7 @@ case "$part" in
     timeout -k 10 120 python3 -m act24 bench ffn --backward --shape 4096 16384 --tokens 16384 --out "$out" >> "$log" 2>&1
     ;;
   selection)
-    timeout -k 10 270 python3 -m pytest -m gpu tests -q -p no:cacheprovider -rs > "$out/gpu_tests.log" 2>&1
+    timeout -k 10 270 python3 -m pytest -m gpu tests -p no:cacheprovider -rfEs > "$out/gpu_tests.log" 2>&1
     tail -n 3 "$out/gpu_tests.log"
     timeout -k 10 150 python3 scripts/ab_densest_features.py "$out" > "$log" 2>&1
     timeout -k 10 120 python3 -m act24 bench ffn --backward --shape 2048 8192 --tokens 16384 --out "$out" >> "$log" 2>&1

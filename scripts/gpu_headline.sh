@@ -20,7 +20,7 @@ log="$out/$part.log"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version --format=csv > "$out/gpu_$part.txt" 2>&1
 case "$part" in
   tests)
-    timeout -k 10 300 python3 -m pytest -m gpu tests -q -p no:cacheprovider -rs > "$out/gpu_tests.log" 2>&1; keep
+    timeout -k 10 300 python3 -m pytest -m gpu tests -p no:cacheprovider -rfEs > "$out/gpu_tests.log" 2>&1; keep
     tail -n 12 "$out/gpu_tests.log"
     timeout -k 10 240 python3 -m act24 bench ffn --rounds 2 --shape 4096 16384 --shape 2048 8192 \
       --tokens 2048 8192 16384 --out "$out" > "$log" 2>&1; keep

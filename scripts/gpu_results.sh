@@ -24,7 +24,7 @@ case "$part" in
     ) &
     export CUDA_VISIBLE_DEVICES=0
     log="$out/gpu0.log"
-    timeout -k 10 200 python3 -m pytest -m gpu tests -q -x -p no:cacheprovider > "$log" 2>&1
+    timeout -k 10 200 python3 -m pytest -m gpu tests -x -p no:cacheprovider -rfEs > "$log" 2>&1
     tail -n 3 "$log"
     timeout -k 10 360 python3 -m act24 bench ffn --rounds 2 --out "$out" >> "$log" 2>&1
     wait

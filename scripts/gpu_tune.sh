@@ -15,7 +15,7 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1
 ) &
 export CUDA_VISIBLE_DEVICES=0
 log="$out/gpu0.log"
-timeout 240 python3 -m pytest -m gpu tests -q -x -p no:cacheprovider > "$log" 2>&1
+timeout 240 python3 -m pytest -m gpu tests -x -p no:cacheprovider -rfEs > "$log" 2>&1
 timeout 120 python3 -m pytest tests/test_kernel_backward_pack.py tests/test_kernel_sparsify_pack.py \
   tests/test_kernel_transpose.py -q -p no:cacheprovider >> "$log" 2>&1
 tail -n 3 "$log"
