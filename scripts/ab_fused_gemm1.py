@@ -2,7 +2,7 @@
 fused GEMM1, against compiled dense, alternated in one process (the operands of `act24 bench ffn`).
 Writes OUT/fused_gemm1_ab.json (--train: OUT/fused_gemm1_train_ab.json).
 
-Usage: PYTHONPATH=src python scripts/ab_fused_gemm1.py OUT [--train] [--dtype float16] [T,d,H ...]
+Usage: PYTHONPATH=src python scripts/ab_fused_gemm1.py OUT [--train] [--force] [--dtype float16] [T,d,H ...]
 (default 16384,4096,16384, bfloat16; another dtype gets its name in the JSON's: fused_gemm1_ab_float16.json)
 """
 
@@ -13,15 +13,24 @@ import torch
 from act24.bench.common import alternating_medians, header, write_result
 from act24.bench.ffn_forward import compiled_baseline_and_operands
 from act24.bench.ffn_train import DENSE_FRACTION, act24_train_ffn, train_step
-from act24.ffn import fast_forward
+from act24.ffn import backend, fast_forward
 from act24.reference import dense_feature_count
 
 
+FORCE = False  # --force: the fused arm ignores the per-GPU width limits (backend.FUSED_GEMM1_COUNTING_MAX_D)
+
+
+def forced(device, dtype, d, count=False) -> bool:
+    return d <= backend.FUSED_GEMM1_MAX_D and backend.fused_gemm1_reason(device, dtype, count) is None
+
+
 def with_fused(fused: bool, fn):
-    """fn(*args) with the fused GEMM1 allowed (where the package would use it) or not."""
+    """fn(*args) with the fused GEMM1 allowed (where the package would use it, or with --force wherever it
+    runs) or not."""
     def run(*args):
         chosen = fast_forward.use_fused_gemm1
-        fast_forward.use_fused_gemm1 = lambda device, dtype, d, count=False: fused and chosen(device, dtype, d, count)
+        allowed = forced if FORCE else chosen
+        fast_forward.use_fused_gemm1 = lambda device, dtype, d, count=False: fused and allowed(device, dtype, d, count)
         try:
             return fn(*args)
         finally:
@@ -53,9 +62,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out")
     parser.add_argument("--train", action="store_true", help="time the training step instead of the forward")
+    parser.add_argument("--force", action="store_true", help="the fused arm ignores the per-GPU width limits")
     parser.add_argument("--dtype", choices=["bfloat16", "float16"], default="bfloat16")
     parser.add_argument("shapes", nargs="*", default=["16384,4096,16384"], help="T,d,H")
     args = parser.parse_intermixed_args()  # --train may come between OUT and the shapes
+    global FORCE
+    FORCE = args.force
     rows = []
     for shape in args.shapes:
         T, d, H = map(int, shape.split(","))
@@ -70,7 +82,7 @@ def main() -> None:
     name = ("fused_gemm1_train_ab" if args.train else "fused_gemm1_ab") + (
         "" if args.dtype == "bfloat16" else f"_{args.dtype}")
     write_result(args.out, name, {**header(), "mode": "training step" if args.train else "inference forward",
-                                  "rows": rows})
+                                  "fused_arm_forced": args.force, "rows": rows})
 
 
 if __name__ == "__main__":
