@@ -17,11 +17,11 @@ from act24.ffn import backend, fast_forward
 from act24.reference import dense_feature_count
 
 
-FORCE = False  # --force: the fused arm ignores the per-GPU width limits (backend.FUSED_GEMM1_COUNTING_MAX_D)
+FORCE = False  # --force: the fused arm ignores the per-GPU size limits (backend.FUSED_GEMM1_MAX_WORK)
 
 
-def forced(device, dtype, d, count=False) -> bool:
-    return d <= backend.FUSED_GEMM1_MAX_D and backend.fused_gemm1_reason(device, dtype, count) is None
+def forced(device, dtype, tokens, d, hidden, count=False) -> bool:
+    return backend.fused_gemm1_allowed(device, dtype, d, count)
 
 
 def with_fused(fused: bool, fn):
@@ -30,7 +30,7 @@ def with_fused(fused: bool, fn):
     def run(*args):
         chosen = fast_forward.use_fused_gemm1
         allowed = forced if FORCE else chosen
-        fast_forward.use_fused_gemm1 = lambda device, dtype, d, count=False: fused and allowed(device, dtype, d, count)
+        fast_forward.use_fused_gemm1 = lambda *shape, count=False: fused and allowed(*shape, count=count)
         try:
             return fn(*args)
         finally:
@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out")
     parser.add_argument("--train", action="store_true", help="time the training step instead of the forward")
-    parser.add_argument("--force", action="store_true", help="the fused arm ignores the per-GPU width limits")
+    parser.add_argument("--force", action="store_true", help="the fused arm ignores the per-GPU size limits")
     parser.add_argument("--dtype", choices=["bfloat16", "float16"], default="bfloat16")
     parser.add_argument("shapes", nargs="*", default=["16384,4096,16384"], help="T,d,H")
     args = parser.parse_intermixed_args()  # --train may come between OUT and the shapes

@@ -122,22 +122,26 @@ def test_reasons_it_stays_off(monkeypatch, fresh_decision):
     assert "ACT24_FUSED_GEMM1=0" in backend.fused_gemm1_reason(torch.device("cpu"), BF16)
 
 
-def test_training_on_an_h100_uses_it_only_up_to_its_measured_width(monkeypatch):
+def test_on_an_h100_it_runs_only_up_to_the_measured_problem_size(monkeypatch):
     monkeypatch.setattr(backend, "fused_gemm1_reason", lambda device, dtype, count=False: None)
     monkeypatch.setattr(backend, "_gpu_name", lambda device: "NVIDIA H100 80GB HBM3")
     monkeypatch.setattr(backend, "_indexed", lambda device: device)
     gpu = torch.device("cuda", 0)
-    assert backend.use_fused_gemm1(gpu, BF16, 2048, count=True)
-    assert not backend.use_fused_gemm1(gpu, BF16, 4096, count=True)
-    assert backend.use_fused_gemm1(gpu, BF16, 4096, count=False)  # inference: not measured slower
+    limit = backend.FUSED_GEMM1_MAX_WORK["H100"]
+    for count in (False, True):  # inference and training alike
+        assert backend.use_fused_gemm1(gpu, BF16, limit // (4096 * 16384), 4096, 16384, count=count)
+        assert backend.use_fused_gemm1(gpu, BF16, limit // (2048 * 8192), 2048, 8192, count=count)
+        assert not backend.use_fused_gemm1(gpu, BF16, limit // (4096 * 16384) + 1, 4096, 16384, count=count)
+        assert not backend.use_fused_gemm1(gpu, BF16, 2 * limit // (2048 * 8192), 2048, 8192, count=count)
     monkeypatch.setattr(backend, "_gpu_name", lambda device: "NVIDIA H200")
-    assert backend.use_fused_gemm1(gpu, BF16, 4096, count=True)
+    assert backend.use_fused_gemm1(gpu, BF16, 2**20, 4096, 16384, count=True)
 
 
 def test_used_only_up_to_the_measured_model_width(monkeypatch):
     monkeypatch.setattr(backend, "fused_gemm1_reason", lambda device, dtype, count=False: None)
-    assert backend.use_fused_gemm1(torch.device("cpu"), BF16, backend.FUSED_GEMM1_MAX_D)
-    assert not backend.use_fused_gemm1(torch.device("cpu"), BF16, 2 * backend.FUSED_GEMM1_MAX_D)
+    cpu, width = torch.device("cpu"), backend.FUSED_GEMM1_MAX_D
+    assert backend.use_fused_gemm1(cpu, BF16, 2**20, width, 4 * width)
+    assert not backend.use_fused_gemm1(cpu, BF16, 64, 2 * width, 4 * width)
 
 
 def _stand_in_fused(calls):
@@ -158,7 +162,7 @@ def _as_op(kernel):
                                              (100, True, torch.float16)])
 def test_inference_forward_takes_the_fused_kernel_when_allowed(monkeypatch, T, count, dtype):
     calls = []
-    monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d, count=False: True)
+    monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda *args, **kwargs: True)
     monkeypatch.setattr(ops, "gemm_relu2_pack", _as_op(_stand_in_fused(calls)))
     monkeypatch.setattr(ops, "sparse_mm", lambda packed, b, rows: decoded_mm(packed, b, rows))
     g = torch.Generator().manual_seed(0)
@@ -178,7 +182,7 @@ def test_inference_forward_takes_the_fused_kernel_when_allowed(monkeypatch, T, c
 
 
 def test_a_first_layer_bias_keeps_the_two_kernels(monkeypatch):
-    monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d, count=False: True)
+    monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda *args, **kwargs: True)
     monkeypatch.setattr(ops, "gemm_relu2_pack", lambda x, w1, count=False: pytest.fail("the fused kernel ran"))
     monkeypatch.setattr(ops, "sparse_mm", lambda packed, b, rows: decoded_mm(packed, b, rows))
     x, w1, w2 = torch.randn(64, 64).to(BF16), torch.randn(128, 64).to(BF16), torch.randn(64, 128).to(BF16)
@@ -204,7 +208,7 @@ def test_training_forward_takes_the_counting_fused_kernel(monkeypatch, tokens):
     dy = torch.randn(tokens, 64, generator=g).to(BF16)
     results = []
     for allowed in (False, True):
-        monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d, count=False: allowed)
+        monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda *args, **kwargs: allowed)
         xr = x.clone().requires_grad_()
         ffn.zero_grad()
         ffn(xr).backward(dy)
@@ -314,7 +318,7 @@ def test_gpu_self_check_failure_falls_back_with_one_warning(monkeypatch, fresh_d
     assert reason == ("the fused GEMM1's per-feature counts differ from the packer's" if count
                       else "the fused GEMM1's output differs from cuBLAS + the packer")
     assert sum("two kernels" in str(w.message) for w in caught) == 1
-    assert not backend.use_fused_gemm1(device, BF16, 1024, count)
+    assert not backend.use_fused_gemm1(device, BF16, 1024, 1024, 4096, count=count)
 
 
 @pytest.mark.gpu
@@ -332,7 +336,7 @@ def test_gpu_module_inference_runs_the_fused_kernel(monkeypatch, T):
     with torch.inference_mode(), dispatch.sparse_threshold_override(0):
         y = ffn(x)
         assert calls == [(64 * ((T + 63) // 64), 1024)]
-        monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda device, dtype, d, count=False: False)
+        monkeypatch.setattr(fast_forward, "use_fused_gemm1", lambda *args, **kwargs: False)
         unfused = ffn(x)
     assert rel_err(y, unfused) < 1e-2  # the same up to GEMM1's accumulation order
 
@@ -373,7 +377,7 @@ def test_gpu_training_with_the_fused_kernel_matches_the_two_kernels(monkeypatch,
     results = []
     for allowed in (False, True):
         monkeypatch.setattr(fast_forward, "use_fused_gemm1",
-                            lambda device, dtype, d, count=False, allowed=allowed: allowed)
+                            lambda *args, allowed=allowed, **kwargs: allowed)
         xr = x.clone().requires_grad_()
         ffn.zero_grad()
         y = ffn(xr)

@@ -72,7 +72,7 @@ def forward_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUN
                 gemm2_dense = median_ms(lambda: y2 @ w2.t())
                 packed = functional.sparsify_pack(y1, count=False)[0]
                 gemm2_sparse = median_ms(lambda: functional.sparse_mm(packed, w2.t(), T))
-                fused = use_fused_gemm1(x.device, x.dtype, d)
+                fused = use_fused_gemm1(x.device, x.dtype, T, d, hidden)
                 fused_ms = median_ms(lambda: gemm_relu2_pack(x, w1)) if fused else None
             row = {
                 "T": T, "d": d, "H": hidden,

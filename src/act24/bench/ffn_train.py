@@ -96,7 +96,7 @@ def _parts(x, w1, w2, dy, num_dense) -> dict:
         "dense_features": median_ms(lambda: (ops.dy1_dense @ x_perm, ops.a_dense @ dy_perm)),
         "dw2_transpose": median_ms(lambda: transpose(torch.empty(H, x.shape[1], dtype=x.dtype, device=x.device))),
     }
-    if use_fused_gemm1(x.device, x.dtype, x.shape[1], count=True):  # what the step runs instead of the first two
+    if use_fused_gemm1(x.device, x.dtype, *x.shape, H, count=True):  # what the step runs instead of the first two
         parts["fused_gemm1_pack"] = median_ms(lambda: gemm_relu2_pack(x, w1, count=True))
     if use_fused_dy2(x.device, x.dtype, x.shape[1]):  # what the step runs instead of dy2_dense + backward_pack
         parts["fused_dy2_pack"] = median_ms(lambda: gemm_relu2_grad_pack(dy, w2, pk.packed))
@@ -138,7 +138,7 @@ def train_rows(tokens=TOKENS, shapes=SHAPES, progress=None, rounds: int = ROUNDS
                 "saved_activation_bytes_sparse": saved["sparse"],
                 "saved_fraction": saved["sparse"] / saved["dense_eager"],
                 "num_dense_features": num_dense,
-                "gemm1_fused": use_fused_gemm1(x.device, x.dtype, d, count=True),
+                "gemm1_fused": use_fused_gemm1(x.device, x.dtype, T, d, hidden, count=True),
                 "dy2_fused": use_fused_dy2(x.device, x.dtype, d),
                 **graphs,
             }

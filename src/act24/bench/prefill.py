@@ -193,6 +193,8 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
             row["decode_dense_tok_s"], row["decode_sparse_tok_s"] = decode["dense"], decode["sparse"]
             row["decode_ratio"] = decode["sparse"] / decode["dense"]
             row["speedup"] = row["dense_ms"] / row["sparse_ms"]
+            row["fused_gemm1"] = backend.use_fused_gemm1(dev, dtype, T, model.config.hidden_size,
+                                                         model.config.intermediate_size)
             set_sparse(model, True)
             row["act_sparsity"], row["dropped_fraction"] = mlp_stats(model, ids)
             rows.append(row)
@@ -213,7 +215,8 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
         "converted_mlps": len(report.converted),
         "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)",
         "agreement": check,
-        "fused_gemm1": ("on" if backend.use_fused_gemm1(dev, dtype, cfg.hidden_size)
+        "fused_gemm1": ("each row's fused_gemm1 (ffn/backend.py: use_fused_gemm1)"
+                        if backend.fused_gemm1_allowed(dev, dtype, cfg.hidden_size)
                         else backend.fused_gemm1_reason(dev, dtype) or f"off above d={backend.FUSED_GEMM1_MAX_D}"),
     }
     return rows, meta

@@ -7,8 +7,8 @@ import platform
 
 import torch
 
-from ..ffn.backend import (FUSED_DY2_MAX_D, FUSED_GEMM1_MAX_D, backend_for, cusparselt_version, fused_dy2_reason,
-                           fused_gemm1_reason, triton_version)
+from ..ffn.backend import (FUSED_DY2_MAX_D, FUSED_GEMM1_MAX_D, NO_WORK_LIMIT, backend_for, cusparselt_version,
+                           fused_dy2_reason, fused_gemm1_max_work, fused_gemm1_reason, triton_version)
 
 
 def environment() -> dict:
@@ -31,7 +31,8 @@ def environment() -> dict:
     env["backend"] = backend.name
     env["backend_reason"] = backend.reason
     env["cusparselt_calls"] = _cusparselt_calls() if backend.name == "cusparselt" else None
-    env["fused_gemm1"] = (fused_gemm1_reason(device, torch.bfloat16) or f"on (checked in bf16 without counting; d <= {FUSED_GEMM1_MAX_D})") if device.type == "cuda" else None
+    env["fused_gemm1"] = (fused_gemm1_reason(device, torch.bfloat16) or f"on (checked in bf16 without counting; "
+                          f"d <= {FUSED_GEMM1_MAX_D}{_work_limit(device)})") if device.type == "cuda" else None
     env["fused_dy2"] = (fused_dy2_reason(device, torch.bfloat16) or f"on in training (checked in bf16; d <= {FUSED_DY2_MAX_D})") if device.type == "cuda" else None
     return env
 
@@ -59,3 +60,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("info", help="versions, GPU and the backend act24 would use")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=run)
+
+
+def _work_limit(device) -> str:
+    limit = fused_gemm1_max_work(device)
+    return "" if limit == NO_WORK_LIMIT else f", tokens*d*hidden <= 2^{limit.bit_length() - 1} on this GPU model"

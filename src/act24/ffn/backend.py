@@ -266,20 +266,25 @@ def _decide_fused(kernel: FusedKernel, device: torch.device, dtype: torch.dtype,
     return problem
 
 
-# The counting variant (the training forward) on an H100: the training step read 4.4% slower with it at
-# d=4096 (17.21 against 16.45 ms) and 1.7% faster at d=2048 (4.60 against 4.68), alternated
-# (results/fused_backward_ab_h100.json); the H200's step gained from it at both.
-FUSED_GEMM1_COUNTING_MAX_D = {"H100": 2048}
+# Per GPU model, the largest tokens*d*hidden at which GEMM1 runs fused, in inference and training. On an H100
+# CUTLASS's main loop loses to cuBLAS once the GEMM runs long at the 700 W power cap (a lower SM clock;
+# results/fused_step_probe_h100.json). Alternated A/Bs there (results/fused_gemm1_ab_h100*.json,
+# fused_backward_ab_h100.json) read the fused GEMM1 faster from 2^37 to 2^39 (inference +3.6..+11.5%, training
+# -0.3..+1.7%) and slower at 2^40 (T=16384, d=4096: inference -2.3%, training -4.4%). The H200 gained from it at
+# every size measured, up to 2^40.
+FUSED_GEMM1_MAX_WORK = {"H100": 2**39}
+NO_WORK_LIMIT = 2**62
 
 
-def fused_gemm1_max_d(device: torch.device, count: bool) -> int:
-    """The widest d the fused GEMM1 runs at on this device's GPU model."""
-    if count and device.type == "cuda":
+@torch.compiler.assume_constant_result  # resolved once at trace time: no graph break under torch.compile
+def fused_gemm1_max_work(device: torch.device) -> int:
+    """The largest tokens*d*hidden the fused GEMM1 runs at on this device's GPU model."""
+    if device.type == "cuda":
         name = _gpu_name(_indexed(device))
-        for model, max_d in FUSED_GEMM1_COUNTING_MAX_D.items():
+        for model, max_work in FUSED_GEMM1_MAX_WORK.items():
             if model in name:
-                return max_d
-    return FUSED_GEMM1_MAX_D
+                return max_work
+    return NO_WORK_LIMIT
 
 
 @functools.lru_cache(maxsize=None)
@@ -287,9 +292,17 @@ def _gpu_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device)
 
 
-@torch.compiler.assume_constant_result  # resolved once at trace time: no graph break under torch.compile
-def use_fused_gemm1(device: torch.device, dtype: torch.dtype, d: int, count: bool = False) -> bool:
-    return d <= fused_gemm1_max_d(device, count) and fused_gemm1_reason(device, dtype, count) is None
+@torch.compiler.assume_constant_result
+def fused_gemm1_allowed(device: torch.device, dtype: torch.dtype, d: int, count: bool = False) -> bool:
+    """The fused GEMM1 runs here (its self-check passed) at this model width, whatever the token count."""
+    return d <= FUSED_GEMM1_MAX_D and fused_gemm1_reason(device, dtype, count) is None
+
+
+def use_fused_gemm1(device: torch.device, dtype: torch.dtype, tokens: int, d: int, hidden: int,
+                    count: bool = False) -> bool:
+    """Whether GEMM1 of [tokens, d] activations and [hidden, d] weights runs with its packer as one kernel.
+    Under torch.compile the token count is a guard, as in the sparse/dense dispatch."""
+    return fused_gemm1_allowed(device, dtype, d, count) and tokens * d * hidden <= fused_gemm1_max_work(device)
 
 
 @torch.compiler.assume_constant_result

@@ -56,7 +56,7 @@ def sparse_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, b1: torc
 
 
 def _fused_gemm1(x: torch.Tensor, w1: torch.Tensor, count: bool) -> bool:
-    return x.dtype == w1.dtype and use_fused_gemm1(x.device, x.dtype, x.shape[1], count)
+    return x.dtype == w1.dtype and use_fused_gemm1(x.device, x.dtype, x.shape[0], x.shape[1], w1.shape[0], count=count)
 
 
 def sparse_train_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, perm_seed: int | torch.Tensor,

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU tests with the fused kernels built, then the benchmarks at the sizes where the per-GPU size limit of the
+# fused GEMM1 decides (ffn/backend.py: FUSED_GEMM1_MAX_WORK): the inference forward and the training step at
+# T=16384 and 8192, d=4096, and an A/B whose two arms both follow the package's choice (their spread).
+# CUTLASS's headers: ACT24_CUTLASS_DIR (default: .cutlass in the checkout).
+# Usage: ACT24_COMMIT=<sha> scripts/gpu_fused_gate.sh OUTDIR
+set -uo pipefail
+status=0
+keep() { local rc=$?; [ "$status" -ne 0 ] || status=$rc; }  # the first failing step's exit code
+out=${1:?usage: $0 OUTDIR}
+mkdir -p "$out"
+export PYTHONPATH=src PYTHONUNBUFFERED=1
+export ACT24_CUTLASS_DIR=${ACT24_CUTLASS_DIR:-$PWD/.cutlass}
+export ACT24_CACHE_DIR=${ACT24_CACHE_DIR:-$PWD/build/act24-cache}
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version --format=csv > "$out/gpu.txt" 2>&1
+build() { python3 -c "import sys; from act24.kernels import cuda_build; cuda_build.load_library(sys.argv[1], tuple(sys.argv[2:]))" "$@"; }
+for fp16 in 0 1; do
+  build gemm_relu2_grad_pack "ACT24_FP16=$fp16" &
+  for count in 0 1; do build gemm_relu2_pack "ACT24_FP16=$fp16" "ACT24_COUNT=$count" & done
+done
+wait
+timeout -k 10 300 python3 -m pytest -m gpu tests -p no:cacheprovider -rfEs > "$out/gpu_tests.log" 2>&1; keep
+tail -n 6 "$out/gpu_tests.log"
+python3 -m act24 info > "$out/info.txt" 2>&1; keep
+grep fused "$out/info.txt"
+for T in 16384 8192; do
+  timeout -k 10 100 python3 -m act24 bench ffn --rounds 2 --shape 4096 16384 --tokens $T \
+    --out "$out/forward_$T" > "$out/forward_$T.log" 2>&1; keep
+  grep -v "Warning" "$out/forward_$T.log" | tail -n 3
+done
+timeout -k 10 100 python3 -m act24 bench ffn --backward --rounds 2 --shape 4096 16384 --tokens 8192 \
+  --out "$out/train_8192" > "$out/train_8192.log" 2>&1; keep
+grep -v "Warning" "$out/train_8192.log" | tail -n 3
+timeout -k 10 100 python3 scripts/ab_fused_gemm1.py "$out/same_arms" 16384,4096,16384 > "$out/same_arms.log" 2>&1; keep
+grep "^{" "$out/same_arms.log"
+exit "$status"
