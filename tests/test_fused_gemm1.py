@@ -144,6 +144,30 @@ def test_used_only_up_to_the_measured_model_width(monkeypatch):
     assert not backend.use_fused_gemm1(cpu, BF16, 64, 2 * width, 4 * width)
 
 
+def test_under_torch_compile_the_token_count_is_a_guard_not_a_constant(monkeypatch):
+    """A size limit read once at trace time would keep the first call's answer for every token count."""
+    monkeypatch.setattr(backend, "fused_gemm1_reason", lambda device, dtype, count=False: None)
+    monkeypatch.setattr(backend, "fused_gemm1_max_work", torch.compiler.assume_constant_result(lambda device: 64 * 64 * 256))
+    torch._dynamo.reset()
+
+    @torch.compile(dynamic=True, fullgraph=True, backend="eager")
+    def branch(x):
+        return x * 2 if backend.use_fused_gemm1(x.device, x.dtype, x.shape[0], x.shape[1], 256) else x * 3
+
+    for tokens, fused_expected in ((32, True), (64, True), (96, False), (48, True)):
+        x = torch.ones(tokens, 64, dtype=BF16)
+        assert branch(x)[0, 0].item() == (2 if fused_expected else 3), tokens
+    monkeypatch.setattr(backend, "fused_dy2_reason", lambda device, dtype: None)
+
+    @torch.compile(dynamic=True, fullgraph=True, backend="eager")
+    def dy2_branch(x):  # the model width is symbolic here too
+        return x * 2 if backend.use_fused_dy2(x.device, x.dtype, x.shape[1]) else x * 3
+
+    assert dy2_branch(torch.ones(8, 64, dtype=BF16))[0, 0].item() == 2
+    assert dy2_branch(torch.ones(8, 2 * backend.FUSED_DY2_MAX_D, dtype=BF16))[0, 0].item() == 3
+    torch._dynamo.reset()
+
+
 def _stand_in_fused(calls):
     def run(x, w1, *, count=False):  # what the kernel computes, from the packer (interpreted on the CPU)
         calls.append((tuple(x.shape), count))

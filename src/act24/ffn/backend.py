@@ -292,19 +292,27 @@ def _gpu_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device)
 
 
-@torch.compiler.assume_constant_result
+@torch.compiler.assume_constant_result  # arguments that are constants under torch.compile: no guard, no break
+def _fused_gemm1_runs_here(device: torch.device, dtype: torch.dtype, count: bool) -> bool:
+    return fused_gemm1_reason(device, dtype, count) is None
+
+
 def fused_gemm1_allowed(device: torch.device, dtype: torch.dtype, d: int, count: bool = False) -> bool:
     """The fused GEMM1 runs here (its self-check passed) at this model width, whatever the token count."""
-    return d <= FUSED_GEMM1_MAX_D and fused_gemm1_reason(device, dtype, count) is None
+    return _fused_gemm1_runs_here(device, dtype, count) and d <= FUSED_GEMM1_MAX_D
 
 
 def use_fused_gemm1(device: torch.device, dtype: torch.dtype, tokens: int, d: int, hidden: int,
                     count: bool = False) -> bool:
     """Whether GEMM1 of [tokens, d] activations and [hidden, d] weights runs with its packer as one kernel.
-    Under torch.compile the token count is a guard, as in the sparse/dense dispatch."""
+    Under torch.compile the sizes are guards (they may be symbolic), as in the sparse/dense dispatch."""
     return fused_gemm1_allowed(device, dtype, d, count) and tokens * d * hidden <= fused_gemm1_max_work(device)
 
 
 @torch.compiler.assume_constant_result
+def _fused_dy2_runs_here(device: torch.device, dtype: torch.dtype) -> bool:
+    return fused_dy2_reason(device, dtype) is None
+
+
 def use_fused_dy2(device: torch.device, dtype: torch.dtype, d: int) -> bool:
-    return d <= FUSED_DY2_MAX_D and fused_dy2_reason(device, dtype) is None
+    return _fused_dy2_runs_here(device, dtype) and d <= FUSED_DY2_MAX_D
