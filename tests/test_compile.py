@@ -33,6 +33,19 @@ def test_ffn_compiles_without_graph_breaks(sparse, bias):
         torch.testing.assert_close(a, b)
 
 
+def test_sparse_ffn_compiles_with_symbolic_sizes():
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(32, 128, sparse=True, perm_seed=2)
+    compiled = torch.compile(ffn, fullgraph=True, dynamic=True, backend="aot_eager")
+    for tokens in (36, 100):
+        x = torch.randn(tokens, 32)
+        y_eager, g_eager = _run(ffn, x, ffn)
+        y_comp, g_comp = _run(ffn, x, compiled)
+        torch.testing.assert_close(y_comp, y_eager)
+        for a, b in zip(g_comp, g_eager):
+            torch.testing.assert_close(a, b)
+
+
 def test_compiled_training_takes_a_transposed_input():
     """The backward's fake outputs are contiguous, like the real op's, whatever the input's strides."""
     torch.manual_seed(0)

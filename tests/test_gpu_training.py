@@ -68,19 +68,22 @@ def test_training_steps_stay_finite_and_track_the_recipe(monkeypatch):
     assert abs(mean(fast[tail]) - mean(recipe[tail])) < 0.05 * mean(recipe[tail])
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
 @pytest.mark.parametrize("training", [False, True])
-def test_compiled_sparse_ffn_matches_eager(training):
+def test_compiled_sparse_ffn_matches_eager(training, dynamic):
+    """dynamic=True: every size symbolic, the fused kernels' size rules among the guards."""
     torch.manual_seed(0)
     ffn = act24.SquaredReLUFFN(512, 2048, sparse=True, perm_seed=1, device="cuda", dtype=BF16)
-    x = torch.randn(4096, 512, device="cuda", dtype=BF16, requires_grad=training)
-    compiled = torch.compile(ffn, fullgraph=True)
-    with dispatch.sparse_threshold_override(0), torch.set_grad_enabled(training):
-        y_eager, y_comp = ffn(x), compiled(x)
-        assert rel_err(y_comp, y_eager) < 1e-2
-        if training:
-            g = torch.autograd.grad(y_eager.float().square().sum(), (x, ffn.w1))
-            gc = torch.autograd.grad(y_comp.float().square().sum(), (x, ffn.w1))
-            assert rel_err(gc[0], g[0]) < 1e-2 and rel_err(gc[1], g[1]) < 2e-2
+    compiled = torch.compile(ffn, fullgraph=True, dynamic=dynamic)
+    for tokens in (4096, 3000) if dynamic else (4096,):
+        x = torch.randn(tokens, 512, device="cuda", dtype=BF16, requires_grad=training)
+        with dispatch.sparse_threshold_override(0), torch.set_grad_enabled(training):
+            y_eager, y_comp = ffn(x), compiled(x)
+            assert rel_err(y_comp, y_eager) < 1e-2
+            if training:
+                g = torch.autograd.grad(y_eager.float().square().sum(), (x, ffn.w1))
+                gc = torch.autograd.grad(y_comp.float().square().sum(), (x, ffn.w1))
+                assert rel_err(gc[0], g[0]) < 1e-2 and rel_err(gc[1], g[1]) < 2e-2
 
 
 def test_sparse_training_step_replays_from_a_cuda_graph():
