@@ -157,3 +157,20 @@ def test_backward_takes_the_dense_features_from_the_training_op_selection(fast_b
     assert calls == [(6, 128), (6, 128)]
     for a, b in zip(*grads):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_fast_training_compiles_against_eager(fast_backend, dynamic):
+    """The fast path's custom ops traced by torch.compile, every size symbolic with dynamic=True: their fake
+    implementations and the size rules around them (padding, the fused kernels' limits) must trace."""
+    torch.manual_seed(0)
+    ffn = act24.SquaredReLUFFN(64, 128, sparse=True, perm_seed=3, dense_fraction=0.1, dtype=BF16)
+    compiled = torch.compile(ffn, fullgraph=True, dynamic=dynamic, backend="aot_eager")
+    for tokens in (128, 100) if dynamic else (100,):
+        x, dy = torch.randn(tokens, 64, dtype=BF16), torch.randn(tokens, 64, dtype=BF16)
+        expected = _grads(ffn, x, dy)
+        fast_backend.clear()
+        got = _grads(compiled, x, dy)
+        assert len(fast_backend) == 4  # the compiled step ran the fast path's four 2:4 GEMMs
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b)
