@@ -26,7 +26,7 @@ from act24.reference import dense_feature_count
 def arm(gemm1: bool, dy2: bool):
     """A context manager factory: each fused kernel on wherever it can run (its self-check passed; the
     package's size limits per GPU model ignored), or off."""
-    forced = {"use_fused_gemm1": lambda device, dtype, tokens, d, hidden, count=False:
+    forced = {"use_fused_gemm1": lambda device, dtype, tokens, d, hidden, *, count=False:
               backend.fused_gemm1_allowed(device, dtype, d, count),
               "use_fused_dy2": lambda device, dtype, d: backend.fused_dy2_reason(device, dtype) is None}
 

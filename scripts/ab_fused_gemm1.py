@@ -20,7 +20,7 @@ from act24.reference import dense_feature_count
 FORCE = False  # --force: the fused arm ignores the per-GPU size limits (backend.FUSED_GEMM1_MAX_WORK)
 
 
-def forced(device, dtype, tokens, d, hidden, count=False) -> bool:
+def forced(device, dtype, tokens, d, hidden, *, count=False) -> bool:
     return backend.fused_gemm1_allowed(device, dtype, d, count)
 
 
@@ -30,7 +30,7 @@ def with_fused(fused: bool, fn):
     def run(*args):
         chosen = fast_forward.use_fused_gemm1
         allowed = forced if FORCE else chosen
-        fast_forward.use_fused_gemm1 = lambda *shape, count=False: fused and allowed(*shape, count=count)
+        fast_forward.use_fused_gemm1 = lambda *args, count=False: fused and allowed(*args, count=count)
         try:
             return fn(*args)
         finally:

@@ -145,27 +145,43 @@ def test_used_only_up_to_the_measured_model_width(monkeypatch):
 
 
 def test_under_torch_compile_the_token_count_is_a_guard_not_a_constant(monkeypatch):
-    """A size limit read once at trace time would keep the first call's answer for every token count."""
+    """A size limit read once at trace time would keep the first call's answer for every token count; one
+    specialised per size would compile once per count. A guard compiles once per side of the limit."""
+    from torch._dynamo.testing import CompileCounter
+
     monkeypatch.setattr(backend, "fused_gemm1_reason", lambda device, dtype, count=False: None)
+    monkeypatch.setattr(backend, "fused_dy2_reason", lambda device, dtype: None)
     monkeypatch.setattr(backend, "fused_gemm1_max_work", torch.compiler.assume_constant_result(lambda device: 64 * 64 * 256))
     torch._dynamo.reset()
+    counter = CompileCounter()
+    try:
+        @torch.compile(dynamic=True, fullgraph=True, backend=counter)
+        def branch(x):
+            return x * 2 if backend.use_fused_gemm1(x.device, x.dtype, x.shape[0], x.shape[1], 256) else x * 3
 
-    @torch.compile(dynamic=True, fullgraph=True, backend="eager")
-    def branch(x):
-        return x * 2 if backend.use_fused_gemm1(x.device, x.dtype, x.shape[0], x.shape[1], 256) else x * 3
+        for tokens, fused_expected in ((32, True), (64, True), (96, False), (48, True), (80, False)):
+            x = torch.ones(tokens, 64, dtype=BF16)
+            assert branch(x)[0, 0].item() == (2 if fused_expected else 3), tokens
+        assert counter.frame_count == 2
 
-    for tokens, fused_expected in ((32, True), (64, True), (96, False), (48, True)):
-        x = torch.ones(tokens, 64, dtype=BF16)
-        assert branch(x)[0, 0].item() == (2 if fused_expected else 3), tokens
-    monkeypatch.setattr(backend, "fused_dy2_reason", lambda device, dtype: None)
+        @torch.compile(dynamic=True, fullgraph=True, backend="eager")
+        def dy2_branch(x):  # the model width is symbolic here too
+            return x * 2 if backend.use_fused_dy2(x.device, x.dtype, x.shape[1]) else x * 3
 
-    @torch.compile(dynamic=True, fullgraph=True, backend="eager")
-    def dy2_branch(x):  # the model width is symbolic here too
-        return x * 2 if backend.use_fused_dy2(x.device, x.dtype, x.shape[1]) else x * 3
+        assert dy2_branch(torch.ones(8, 64, dtype=BF16))[0, 0].item() == 2
+        assert dy2_branch(torch.ones(8, 2 * backend.FUSED_DY2_MAX_D, dtype=BF16))[0, 0].item() == 3
+    finally:
+        torch._dynamo.reset()  # no compiled code holding the patched functions outlives the test
 
-    assert dy2_branch(torch.ones(8, 64, dtype=BF16))[0, 0].item() == 2
-    assert dy2_branch(torch.ones(8, 2 * backend.FUSED_DY2_MAX_D, dtype=BF16))[0, 0].item() == 3
-    torch._dynamo.reset()
+
+def test_info_states_the_size_limit_of_this_gpu_model(monkeypatch):
+    from act24.cli import info
+
+    monkeypatch.setattr(backend, "_indexed", lambda device: device)
+    monkeypatch.setattr(backend, "_gpu_name", lambda device: "NVIDIA H100 80GB HBM3")
+    assert "tokens*d*hidden <= 2^39" in info._work_limit(torch.device("cuda", 0))
+    monkeypatch.setattr(backend, "_gpu_name", lambda device: "NVIDIA H200")
+    assert info._work_limit(torch.device("cuda", 0)) == ""
 
 
 def _stand_in_fused(calls):

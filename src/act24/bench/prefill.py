@@ -193,8 +193,8 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
             row["decode_dense_tok_s"], row["decode_sparse_tok_s"] = decode["dense"], decode["sparse"]
             row["decode_ratio"] = decode["sparse"] / decode["dense"]
             row["speedup"] = row["dense_ms"] / row["sparse_ms"]
-            row["fused_gemm1"] = backend.use_fused_gemm1(dev, dtype, T, model.config.hidden_size,
-                                                         model.config.intermediate_size)
+            shape = (T, model.config.hidden_size, model.config.intermediate_size)
+            row["fused_gemm1"] = dispatch.use_sparse(*shape) and backend.use_fused_gemm1(dev, dtype, *shape)
             set_sparse(model, True)
             row["act_sparsity"], row["dropped_fraction"] = mlp_stats(model, ids)
             rows.append(row)

@@ -64,4 +64,7 @@ def add_parser(sub) -> None:
 
 def _work_limit(device) -> str:
     limit = fused_gemm1_max_work(device)
-    return "" if limit == NO_WORK_LIMIT else f", tokens*d*hidden <= 2^{limit.bit_length() - 1} on this GPU model"
+    if limit == NO_WORK_LIMIT:
+        return ""
+    exponent = limit.bit_length() - 1
+    return f", tokens*d*hidden <= {f'2^{exponent}' if limit == 1 << exponent else limit} on this GPU model"

@@ -302,11 +302,14 @@ def fused_gemm1_allowed(device: torch.device, dtype: torch.dtype, d: int, count:
     return _fused_gemm1_runs_here(device, dtype, count) and d <= FUSED_GEMM1_MAX_D
 
 
-def use_fused_gemm1(device: torch.device, dtype: torch.dtype, tokens: int, d: int, hidden: int,
+def use_fused_gemm1(device: torch.device, dtype: torch.dtype, tokens: int, d: int, hidden: int, *,
                     count: bool = False) -> bool:
     """Whether GEMM1 of [tokens, d] activations and [hidden, d] weights runs with its packer as one kernel.
     Under torch.compile the sizes are guards (they may be symbolic), as in the sparse/dense dispatch."""
-    return fused_gemm1_allowed(device, dtype, d, count) and tokens * d * hidden <= fused_gemm1_max_work(device)
+    if not fused_gemm1_allowed(device, dtype, d, count):
+        return False
+    max_work = fused_gemm1_max_work(device)
+    return max_work == NO_WORK_LIMIT or tokens * d * hidden <= max_work  # no guard where there is no limit
 
 
 @torch.compiler.assume_constant_result
