@@ -1,20 +1,19 @@
 """Where the training step's time goes under each combination of the fused kernels: GPU time per kernel
-(torch.profiler, a few steps per arm) and the SM clock and power while the arm's step repeats. Writes
+(torch.profiler, a few steps per arm; scripts/profile_prefill.py: kernel_times) and the SM clock and power while the arm's step repeats. Writes
 OUT/fused_step_probe.json.
 
 Usage: PYTHONPATH=src python scripts/probe_fused_step.py OUT [T,d,H] (default 16384,4096,16384)
 """
 
 import argparse
-import collections
 import sys
 import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, "scripts")
 from ab_fused_backward import arm  # noqa: E402
+from profile_prefill import kernel_times  # noqa: E402
 
 from act24.bench.common import header, write_result  # noqa: E402
 from act24.bench.ffn_forward import compiled_baseline_and_operands  # noqa: E402
@@ -23,18 +22,6 @@ from act24.bench.gpu_sampler import GpuSampler  # noqa: E402
 from act24.reference import dense_feature_count  # noqa: E402
 
 STEPS = 5
-
-
-def kernel_ms(step) -> dict:
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(STEPS):
-            step()
-        torch.cuda.synchronize()
-    totals = collections.Counter()
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            totals[e.name[:90]] += e.device_time / 1000 / STEPS
-    return dict(totals.most_common(16))
 
 
 def repeated(step, seconds=3.0) -> dict:
@@ -68,7 +55,7 @@ def main() -> None:
                 torch.cuda.synchronize()
                 r = {"repeated": repeated(step)}
                 if rnd == 0:
-                    r["kernels_ms"] = kernel_ms(step)
+                    r["kernels_ms"] = dict(list(kernel_times(step, reps=STEPS).items())[:16])
             rows.setdefault(name, []).append(r)
             print(name, r, flush=True)
     write_result(args.out, "fused_step_probe", {**header(), "T": T, "d": d, "H": H, "arms": rows})

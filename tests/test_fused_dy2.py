@@ -163,12 +163,9 @@ TOOLCHAIN_MISSING = ("nvcc was not found", "CUTLASS's headers")
 
 
 @pytest.fixture(autouse=True)
-def opted_in(monkeypatch):
+def opted_in(monkeypatch, fresh_decision):
     """The kernel is opt-in (ACT24_FUSED_DY2=1): these tests decide with it on unless they say otherwise."""
     monkeypatch.setenv("ACT24_FUSED_DY2", "1")
-    backend._fused_decisions.clear()
-    yield
-    backend._fused_decisions.clear()
 
 
 def _fused_or_skip(dy, w2, packed):

@@ -202,13 +202,14 @@ class FusedKernel:
     switch: str  # the environment variable that turns it off ("0") or, where off by default, on ("1")
     self_check: Callable[[torch.device, torch.dtype, bool], str | None]
     fallback: str  # what runs instead, for the warning
-    on_by_default: bool = True
+    off_by_default_because: str | None = None  # set: off unless switch=1, for this measured reason
 
 
 FUSED_GEMM1 = FusedKernel("the fused GEMM1", "ACT24_FUSED_GEMM1", fused_gemm1_self_check,
                           "GEMM1 and the packer run as two kernels")
 FUSED_DY2 = FusedKernel("the fused dy2 GEMM", "ACT24_FUSED_DY2", fused_dy2_self_check,
-                        "the backward's dy2 GEMM and its packer run as two kernels", on_by_default=False)
+                        "the backward's dy2 GEMM and its packer run as two kernels",
+                        off_by_default_because="measured slower in the training step on an H100")
 
 _fused_decisions: dict[tuple[str, torch.device, torch.dtype, bool], str | None] = {}
 
@@ -245,9 +246,9 @@ def fused_reason(kernel: FusedKernel, device: torch.device, dtype: torch.dtype, 
 def _decide_fused(kernel: FusedKernel, device: torch.device, dtype: torch.dtype, variant: bool) -> str | None:
     from ..kernels import cuda_build
 
-    if os.environ.get(kernel.switch, "1" if kernel.on_by_default else "0") == "0":
-        return (f"turned off by {kernel.switch}=0" if kernel.on_by_default else
-                f"off unless {kernel.switch}=1 (measured slower in the training step on an H100)")
+    why_off = kernel.off_by_default_because
+    if os.environ.get(kernel.switch, "0" if why_off else "1") == "0":
+        return f"off unless {kernel.switch}=1 ({why_off})" if why_off else f"turned off by {kernel.switch}=0"
     if device.type != "cuda":
         return f"{device.type} device: {kernel.name} is a CUDA kernel"
     if dtype not in (torch.bfloat16, torch.float16):
