@@ -20,6 +20,8 @@ def tiny_models():
     yield "persimmon", transformers.PersimmonForCausalLM(
         transformers.PersimmonConfig(**{k: v for k, v in TINY.items() if k != "num_key_value_heads"}))
     yield "nanochat", transformers.NanoChatForCausalLM(transformers.NanoChatConfig(**TINY))
+    if hasattr(transformers, "Jais2ForCausalLM"):  # transformers >= 5.25
+        yield "jais2", transformers.Jais2ForCausalLM(transformers.Jais2Config(**TINY))
 
 
 
@@ -41,8 +43,10 @@ def mlps(model):
     return [m for m in model.modules() if type(m).__name__ in KNOWN_MLPS]
 
 
-@pytest.mark.parametrize("name", ["nemotron", "arcee", "persimmon", "nanochat"])
+@pytest.mark.parametrize("name", ["nemotron", "arcee", "persimmon", "nanochat", "jais2"])
 def test_convert_keeps_keys_and_matches_the_masked_model(name):
+    if name not in dict(tiny_models()):
+        pytest.skip(f"this transformers has no {name} model")
     model = build(name)
     original = build(name)
     keys = list(model.state_dict())
@@ -193,3 +197,125 @@ def test_options_are_checked_and_seeds_applied():
     lm = DecoderLM(ModelConfig(vocab_size=32, d_model=16, n_layers=2, n_heads=2, hidden=64, seq_len=16))
     act24.convert(lm, perm_seed=5)
     assert [f.perm_seed for f in lm.ffn_modules()] == [5, 6]
+
+
+def _newer_model(name, build_fn):
+    if not hasattr(transformers, name):
+        pytest.skip(f"this transformers has no {name}")
+    torch.manual_seed(0)
+    return build_fn().eval()
+
+
+@pytest.mark.parametrize("name", ["Cosmos3EdgeTextModel", "NeoMMEModel"])
+def test_newer_transformers_text_models_convert_and_match_the_masked_model(name):
+    config = {"Cosmos3EdgeTextModel": lambda: transformers.Cosmos3EdgeTextConfig(**TINY),
+              "NeoMMEModel": lambda: transformers.NeoMMEConfig(
+                  **{k: v for k, v in TINY.items() if k != "max_position_embeddings"})}[name]
+    model = _newer_model(name, lambda: getattr(transformers, name)(config()))
+    original = _newer_model(name, lambda: getattr(transformers, name)(config()))
+    keys = list(model.state_dict())
+    assert len(act24.convert(model).converted) == 2 and not mlps(model)
+    assert list(model.state_dict()) == keys
+    for mlp in mlps(original):
+        setattr(mlp, KNOWN_MLPS[type(mlp).__name__][2], MaskedReLU2())
+    ids = torch.randint(0, 97, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).last_hidden_state, original(ids).last_hidden_state,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_ergo_converts_its_dense_layers_and_explains_its_shared_expert():
+    config = lambda: transformers.ErgoConfig(  # noqa: E731
+        **TINY, first_dense_intermediate_size=128, moe_intermediate_size=64, shared_intermediate_size=64,
+        num_experts=4, num_experts_per_tok=2, mlp_layer_types=["dense", "sparse"])
+    model = _newer_model("ErgoForCausalLM", lambda: transformers.ErgoForCausalLM(config()))
+    report = act24.convert(model)
+    assert [(c.path, c.kind) for c in report.converted] == [("model.layers.0.mlp", "ErgoMLP")]
+    reasons = {s.path: s.reason for s in report.skipped}
+    assert "mixture-of-experts" in reasons["model.layers.1.mlp"]
+    assert "outside the two Linear layers would be lost: ['norm.weight']" in reasons["model.layers.1.mlp.shared_experts"]
+
+
+class NanoGPTMLP(torch.nn.Module):
+    """An MLP of no known class: recognised by its two Linear layers and what it computes."""
+
+    def __init__(self, d=16, hidden=64, dropout=0.0, act=lambda h: torch.nn.functional.relu(h).square()):
+        super().__init__()
+        self.c_fc, self.c_proj = torch.nn.Linear(d, hidden), torch.nn.Linear(hidden, d)
+        self.dropout = torch.nn.Dropout(dropout)
+        self.act = act
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Blocks(torch.nn.Module):
+    def __init__(self, *mlps):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(mlps)
+
+
+def test_an_unknown_mlp_class_is_converted_by_what_it_computes():
+    torch.manual_seed(0)
+    model, original = Blocks(NanoGPTMLP(), NanoGPTMLP(hidden=16)), Blocks(NanoGPTMLP(), NanoGPTMLP(hidden=16))
+    original.load_state_dict(model.state_dict())
+    keys = list(model.state_dict())
+    rng = torch.get_rng_state()
+    report = act24.convert(model)
+    assert torch.equal(torch.get_rng_state(), rng)  # the probe draws from its own generator
+    assert [(c.path, c.d, c.hidden) for c in report.converted] == [("layers.0", 16, 64), ("layers.1", 16, 16)]
+    assert list(model.state_dict()) == keys
+    x = torch.randn(3, 5, 16)
+    for converted, mlp in zip(model.layers, original.layers):
+        assert (converted.up_name, converted.down_name) == ("c_fc", "c_proj")
+        mlp.act = MaskedReLU2()
+        with torch.no_grad():
+            torch.testing.assert_close(converted(x), mlp(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_square_mlp_defined_down_first_is_read_the_right_way_round():
+    class DownFirstMLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down, self.up = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.down(torch.relu(self.up(x)) ** 2)
+
+    torch.manual_seed(0)
+    model = Blocks(DownFirstMLP())
+    report = act24.convert(model)
+    assert report.converted and (model.layers[0].up_name, model.layers[0].down_name) == ("up", "down")
+
+
+def test_unknown_mlps_that_compute_or_hold_something_else_are_explained():
+    class ScaledMLP(NanoGPTMLP):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Softplus()  # parameter-free, unused by forward, but not known to be harmless
+
+    class TwoArgumentMLP(NanoGPTMLP):
+        def forward(self, x, gate):
+            return super().forward(x) * gate
+
+    torch.manual_seed(0)
+    model = Blocks(NanoGPTMLP(dropout=0.1), NanoGPTMLP(act=torch.nn.functional.gelu), ScaledMLP(), TwoArgumentMLP(),
+                   NanoGPTMLP(act=torch.relu), NanoGPTMLP(hidden=30))
+    with pytest.raises(ValueError) as err:
+        act24.convert(model)
+    message = str(err.value)
+    assert "layers.0 (NanoGPTMLP): dropout ['dropout'] would be lost" in message
+    assert "layers.1 (NanoGPTMLP): not a known Squared-ReLU MLP class, and its output on a probe is not " \
+           "c_proj(relu(c_fc(x))**2)" in message
+    assert "layers.2 (ScaledMLP): submodules the act24 module would drop: 'scale' (Softplus)" in message
+    assert "layers.3 (TwoArgumentMLP): not a known Squared-ReLU MLP class, and its output" in message
+    assert "layers.4 (NanoGPTMLP): not a known Squared-ReLU MLP class, and its output" in message  # plain ReLU
+    assert "layers.5 (NanoGPTMLP): hidden size 30 is not a multiple of 4" in message
+    assert all(isinstance(m, NanoGPTMLP) for m in model.layers)  # nothing replaced
+
+
+def test_an_unknown_mlp_in_bfloat16_is_probed_in_its_dtype():
+    torch.manual_seed(0)
+    model = Blocks(NanoGPTMLP().bfloat16())
+    assert act24.convert(model).converted[0].kind == "NanoGPTMLP"
+    assert model.layers[0].c_fc.weight.dtype == torch.bfloat16

@@ -1,10 +1,13 @@
 """act24.convert: swap a model's Squared-ReLU MLPs for act24 modules in place, in one call.
 
-Recognised (by class name, so transformers is not imported): act24's own SquaredReLUFFN /
+Recognised by class name (so transformers is not imported): act24's own SquaredReLUFFN /
 SquaredReLUMLP and the non-gated MLPs of transformers' Nemotron, Nemotron-H (dense and
-shared-expert MLPs), Arcee, Persimmon and NanoChat. The Linear layers are kept as they are,
-under their own names, so state-dict keys, biases and weight tying do not change. A
-recognised MLP whose activation is not Squared ReLU or whose layers are not plain
+shared-expert MLPs), Arcee, Persimmon, NanoChat, Jais2, Ergo (its dense layers), Cosmos3 Edge
+(text) and NeoMME. Any other module named like an MLP (your own model's, a newer transformers
+class) is recognised by behaviour: two plain nn.Linear layers d -> hidden -> d, nothing else that
+computes or holds state, and an output equal to down(relu(up(x))**2) on a probe. The Linear layers
+are kept as they are, under their own names, so state-dict keys, biases and weight tying do not
+change. A recognised MLP whose activation is not Squared ReLU or whose layers are not plain
 nn.Linear, any gated MLP and any mixture-of-experts block is left alone and reported.
 """
 
@@ -28,10 +31,16 @@ KNOWN_MLPS: dict[str, tuple[str, str, str]] = {
     "ArceeMLP": ("up_proj", "down_proj", "act_fn"),
     "PersimmonMLP": ("dense_h_to_4h", "dense_4h_to_h", "act"),
     "NanoChatMLP": ("fc1", "fc2", "activation_fn"),
+    "Jais2MLP": ("up_proj", "down_proj", "act_fn"),
+    "ErgoMLP": ("up_proj", "down_proj", "act_fn"),
+    "Cosmos3EdgeTextMLP": ("fc1", "fc2", "activation_fn"),
+    "NeoMMEMLP": ("up_proj", "down_proj", "act_fn"),
 }
 GATE_ATTRIBUTES = ("gate_proj", "gate_up_proj", "gate_up", "w3", "gate")
 MLP_NAME_HINTS = ("mlp", "ffn", "feedforward", "glu")
 EXPERT_NAME_HINTS = ("expert", "moe")
+MOE_REASON = ("mixture-of-experts weights (fused per-expert tensors) are not converted; shared experts "
+              "and dense MLPs inside it are, where they are plain Squared-ReLU MLPs")
 
 
 @dataclass(frozen=True)
@@ -97,38 +106,102 @@ def _skip(reason: str) -> _Verdict:
     return _Verdict("skip", reason=reason)
 
 
+def _replacement_problem(module: nn.Module, up_name: str, down_name: str) -> str | None:
+    """Why `module` cannot become SquaredReLUMLP(up, down) without losing something, or None."""
+    up = getattr(module, up_name, None)
+    if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+        return "it has hooks (offloading, adapters, probes) that replacing it would drop"
+    if up.out_features % GROUP:
+        return f"hidden size {up.out_features} is not a multiple of {GROUP} (2:4 groups)"
+    state = set(dict(module.named_parameters())) | set(dict(module.named_buffers()))
+    extra = sorted(state - {f"{n}.{p}" for n in (up_name, down_name) for p in ("weight", "bias")})
+    if extra:
+        return f"parameters or buffers outside the two Linear layers would be lost: {extra}"
+    return None
+
+
+def _known_verdict(module: nn.Module) -> _Verdict:
+    up_name, down_name, act_name = KNOWN_MLPS[type(module).__name__]
+    up, down = getattr(module, up_name, None), getattr(module, down_name, None)
+    problem = _linear_problem(up_name, up) or _linear_problem(down_name, down)
+    if problem:
+        return _skip(problem)
+    act = getattr(module, act_name, None)
+    if not is_squared_relu(act):
+        return _skip(f"activation {type(act).__name__} is not Squared ReLU (relu(x)**2)")
+    problem = _replacement_problem(module, up_name, down_name)
+    return _skip(problem) if problem else _Verdict("convert", (up_name, down_name))
+
+
+def _computes_squared_relu_mlp(module: nn.Module, up: nn.Linear, down: nn.Linear) -> bool:
+    """True when module(x) equals down(relu(up(x))**2) on a probe in the weights' dtype and device."""
+    weight = up.weight
+    probe = torch.randn(2, 3, up.in_features, generator=torch.Generator().manual_seed(0))
+    probe = probe.to(device=weight.device, dtype=weight.dtype)
+    try:
+        with torch.no_grad():
+            out, expected = module(probe), down(torch.relu(up(probe)) ** 2)
+    except Exception:  # a forward that needs other arguments is not a plain MLP
+        return False
+    if not isinstance(out, torch.Tensor) or out.shape != expected.shape or out.dtype != expected.dtype:
+        return False
+    try:
+        torch.testing.assert_close(out, expected)  # the dtype's default tolerance: the same ops may round apart
+    except AssertionError:
+        return False
+    return True
+
+
+def _verdict_by_behaviour(module: nn.Module) -> _Verdict | None:
+    """convert (or skip, saying why) an unknown MLP class made of two Linear layers; None: it is not one."""
+    linears = [(n, c) for n, c in module.named_children() if isinstance(c, nn.Linear)]
+    if len(linears) != 2:
+        return None
+    (a_name, a), (b_name, b) = linears
+    orders = [(a_name, a, b_name, b), (b_name, b, a_name, a)]
+    orders = [o for o in orders if o[1].in_features == o[3].out_features and o[1].out_features == o[3].in_features]
+    if not orders:
+        return None
+    others = [(n, c) for n, c in module.named_children() if not isinstance(c, nn.Linear)]
+    # checked before the probe: dropout would draw from the global RNG there, and its loss would go unseen
+    dropouts = [n for n, c in others if isinstance(c, nn.modules.dropout._DropoutNd) and c.p > 0]
+    problem = (_linear_problem(a_name, a) or _linear_problem(b_name, b)
+               or _replacement_problem(module, orders[0][0], orders[0][2])
+               or (dropouts and f"dropout {dropouts} would be lost"))
+    if problem:
+        return _skip(problem)
+    found = next(((u, d) for u, up, d, down in orders if _computes_squared_relu_mlp(module, up, down)), None)
+    if found is None:
+        up_name, down_name = orders[0][0], orders[0][2]
+        return _skip(f"not a known Squared-ReLU MLP class, and its output on a probe is not "
+                     f"{down_name}(relu({up_name}(x))**2)")
+    # the output matched, so the rest is an activation or unused; anything else may matter in another mode
+    unknown = [f"{n!r} ({type(c).__name__})" for n, c in others
+               if not (isinstance(c, (nn.Identity, nn.ReLU, nn.modules.dropout._DropoutNd)) or is_squared_relu(c))]
+    if unknown:
+        return _skip(f"submodules the act24 module would drop: {', '.join(unknown)}")
+    return _Verdict("convert", found)
+
+
 def _classify(module: nn.Module) -> _Verdict:
     """What convert does with `module`, and why."""
     kind = type(module).__name__
     if isinstance(module, SquaredReLUFFNBase):
         return _Verdict("act24")
     if kind in KNOWN_MLPS:
-        up_name, down_name, act_name = KNOWN_MLPS[kind]
-        up, down = getattr(module, up_name, None), getattr(module, down_name, None)
-        problem = _linear_problem(up_name, up) or _linear_problem(down_name, down)
-        if problem:
-            return _skip(problem)
-        act = getattr(module, act_name, None)
-        if not is_squared_relu(act):
-            return _skip(f"activation {type(act).__name__} is not Squared ReLU (relu(x)**2)")
-        if up.out_features % GROUP:
-            return _skip(f"hidden size {up.out_features} is not a multiple of {GROUP} (2:4 groups)")
-        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
-            return _skip("it has hooks (offloading, adapters, probes) that replacing it would drop")
-        state = set(dict(module.named_parameters())) | set(dict(module.named_buffers()))
-        extra = sorted(state - {f"{n}.{p}" for n in (up_name, down_name) for p in ("weight", "bias")})
-        if extra:
-            return _skip(f"parameters or buffers outside the two Linear layers would be lost: {extra}")
-        return _Verdict("convert", (up_name, down_name))
+        return _known_verdict(module)
     if any(h in kind.lower() for h in EXPERT_NAME_HINTS):
-        return _skip("mixture-of-experts weights (fused per-expert tensors) are not converted; shared experts "
-                     "and dense MLPs inside it are")
+        return _verdict_by_behaviour(module) or _skip(MOE_REASON)  # a shared expert may be a plain MLP
     if any(h in kind.lower() for h in MLP_NAME_HINTS):
         gates = [a for a in GATE_ATTRIBUTES if isinstance(getattr(module, a, None), nn.Module)]
         if gates or "glu" in kind.lower():
             return _skip(f"gated MLP ({', '.join(gates) or kind}); 2:4 activation sparsity needs a "
                          "non-gated Squared-ReLU MLP, down(relu(up(x))**2)")
-        return _skip("not a known Squared-ReLU MLP class (known: " + ", ".join(KNOWN_MLPS) + ")")
+        by_behaviour = _verdict_by_behaviour(module)
+        if by_behaviour:
+            return by_behaviour
+        return _skip("not a known Squared-ReLU MLP class (known: " + ", ".join(KNOWN_MLPS) + ") nor two Linear "
+                     "layers d -> hidden -> d")
     return _Verdict("")
 
 
