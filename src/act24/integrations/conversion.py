@@ -39,6 +39,7 @@ KNOWN_MLPS: dict[str, tuple[str, str, str]] = {
 GATE_ATTRIBUTES = ("gate_proj", "gate_up_proj", "gate_up", "w3", "gate")
 MLP_NAME_HINTS = ("mlp", "ffn", "feedforward", "glu")
 EXPERT_NAME_HINTS = ("expert", "moe")
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 MOE_REASON = ("mixture-of-experts weights (fused per-expert tensors) are not converted; shared experts "
               "and dense MLPs inside it are, where they are plain Squared-ReLU MLPs")
 
@@ -164,7 +165,7 @@ def _verdict_by_behaviour(module: nn.Module) -> _Verdict | None:
         return None
     others = [(n, c) for n, c in module.named_children() if not isinstance(c, nn.Linear)]
     # checked before the probe: dropout would draw from the global RNG there, and its loss would go unseen
-    dropouts = [n for n, c in others if isinstance(c, nn.modules.dropout._DropoutNd) and c.p > 0]
+    dropouts = [n for n, c in others if isinstance(c, DROPOUTS) and c.p > 0]
     problem = (_linear_problem(a_name, a) or _linear_problem(b_name, b)
                or _replacement_problem(module, orders[0][0], orders[0][2])
                or (dropouts and f"dropout {dropouts} would be lost"))
@@ -177,7 +178,7 @@ def _verdict_by_behaviour(module: nn.Module) -> _Verdict | None:
                      f"{down_name}(relu({up_name}(x))**2)")
     # the output matched, so the rest is an activation or unused; anything else may matter in another mode
     unknown = [f"{n!r} ({type(c).__name__})" for n, c in others
-               if not (isinstance(c, (nn.Identity, nn.ReLU, nn.modules.dropout._DropoutNd)) or is_squared_relu(c))]
+               if not (isinstance(c, (nn.Identity, nn.ReLU, *DROPOUTS)) or is_squared_relu(c))]
     if unknown:
         return _skip(f"submodules the act24 module would drop: {', '.join(unknown)}")
     return _Verdict("convert", found)
