@@ -46,3 +46,30 @@ def test_converted_nemotron_prefill_is_sparse_and_close_to_the_masked_model():
     assert calls and all(t == 2048 for t in calls)  # prefill sparse; the 1-token decode steps dense
     assert ((got - expected).norm() / expected.norm()).item() < 2e-2
     assert out.shape == (1, 2052)
+
+
+def test_an_unknown_mlp_class_in_bfloat16_on_the_gpu_is_probed_there_and_runs_sparse():
+    class OwnMLP(torch.nn.Module):  # no known class: recognised by its output on a probe, on the GPU in bf16
+        def __init__(self):
+            super().__init__()
+            self.c_fc, self.c_proj = torch.nn.Linear(256, 1024), torch.nn.Linear(1024, 256)
+
+        def forward(self, x):
+            return self.c_proj(torch.nn.functional.relu(self.c_fc(x)).square())
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(OwnMLP()).cuda().to(torch.bfloat16).eval()
+    x = torch.randn(2048, 256, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        h = model[0].c_fc(x)
+        expected = model[0].c_proj(ref.masked_activation(ref.squared_relu(h))).float()
+    report = act24.convert(model)
+    assert [c.kind for c in report.converted] == ["OwnMLP"] and isinstance(model[0], act24.SquaredReLUMLP)
+    old = dispatch.sparse_threshold()
+    dispatch.set_sparse_threshold(0)
+    try:
+        with torch.inference_mode():
+            got = model(x).float()
+    finally:
+        dispatch.set_sparse_threshold(old)
+    assert ((got - expected).norm() / expected.norm()).item() < 2e-2
