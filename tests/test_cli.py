@@ -63,3 +63,51 @@ def test_bench_keeps_another_machine_s_results(tmp_path, capsys):
 def test_bench_ffn_rejects_shapes_the_packers_cannot_take(capsys):
     assert main(["bench", "ffn", "--tokens", "100", "--shape", "4096", "16384"]) == 2
     assert "positive multiples of 64 (the packers' row and column blocks), got [100]" in capsys.readouterr().err
+
+
+def _saved_tiny(tmp_path, name, **overrides):
+    import pytest
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    config = dict(vocab_size=97, hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=4, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{name}ForCausalLM")(getattr(transformers, f"{name}Config")(**{**config, **overrides}))
+    path = tmp_path / name.lower()
+    model.save_pretrained(path)
+    return str(path)
+
+
+def test_bench_prefill_of_a_saved_model_on_cpu(tmp_path, capsys):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU timing test")
+    path = _saved_tiny(tmp_path, "Nemotron")
+    out = tmp_path / "out"
+    assert main(["bench", "prefill", "--model", path, "--tokens", "64", "--out", str(out)]) == 0
+    result = json.loads((out / "prefill.json").read_text())
+    assert result["model"].startswith(f"NemotronForCausalLM, from {path}")
+    assert result["config"] == {"path": path, "d": 32, "hidden": 128} and result["converted_mlps"] == 2
+    assert result["rows"][0]["T"] == 64 and result["rows"][0]["sparse_ms"] > 0
+
+
+def test_bench_prefill_names_what_is_wrong_with_a_model(tmp_path, capsys):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU test")
+    out = str(tmp_path / "out")
+    assert main(["bench", "prefill", "--model", str(tmp_path / "nowhere"), "--tokens", "64", "--out", out]) == 2
+    assert "could not be loaded as a causal LM" in capsys.readouterr().err
+    assert main(["bench", "prefill", "--model", _saved_tiny(tmp_path, "Llama"), "--tokens", "64", "--out", out]) == 2
+    assert "found no non-gated Squared-ReLU MLP to convert" in capsys.readouterr().err
+    assert main(["bench", "prefill", "--model", _saved_tiny(tmp_path, "Nemotron"), "--tokens", "250", "--out",
+                 out]) == 2
+    assert "--tokens [250]: the model takes at most max_position_embeddings=256 positions" in capsys.readouterr().err
+    assert main(["bench", "prefill", "--config", "tiny", "--model", "x", "--out", out]) == 2
+    assert "--config and --model" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "prefill.json").exists()

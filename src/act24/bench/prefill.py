@@ -1,11 +1,12 @@
 """Prefill latency and decode speed of a Nemotron-like model, dense vs act24 sparse.
 
-The model is transformers' NemotronForCausalLM, randomly initialised (no download) and
+The model is transformers' NemotronForCausalLM, randomly initialised (no download), or a
+causal LM of the user's (`model_path`: a local folder or a hub id, through from_pretrained),
 converted with act24.convert; dense and sparse are the same converted model with its
 FFNs' `sparse` switch off and on. Random weights give ~50% zeros after ReLU², a trained
 model 85-98%: the speed does not depend on the values, but the share of non-zeros the
-2:4 mask drops does (far more here than in a trained model), and so do logit agreement
-and greedy-token agreement.
+2:4 mask drops does (far more with random weights than in a trained model), and so do logit
+agreement and greedy-token agreement. Prompts are random token ids either way.
 """
 
 from __future__ import annotations
@@ -54,6 +55,33 @@ def build_model(config: str, device: torch.device, dtype: torch.dtype):
     model = model.to(dtype).eval()
     report = act24.convert(model, sparse=True)
     return model, report
+
+
+def load_model(path: str, device: torch.device, dtype: torch.dtype):
+    """A causal LM from a local folder or the Hugging Face hub (from_pretrained), converted."""
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError as e:
+        raise RuntimeError("act24 bench prefill needs transformers (pip install transformers)") from e
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as e:  # no such folder or hub id, or no causal-LM class for its config
+        raise RuntimeError(f"--model {path!r} could not be loaded as a causal LM: {str(e).splitlines()[0]}") from e
+    model = model.to(device).eval()
+    try:
+        report = act24.convert(model, sparse=True)
+    except ValueError as e:
+        raise RuntimeError(f"--model {path!r}: {e}") from e
+    return model, report
+
+
+def extra_tokens(device: torch.device) -> int:
+    """Tokens generated after a prompt: the decode timing's (untimed ones included) or the agreement's."""
+    return max(DECODE_WARMUP + 2 * decode_steps(device) + 1, NEW_TOKENS)
+
+
+def decode_steps(device: torch.device) -> int:
+    return DECODE_STEPS if device.type == "cuda" else 4
 
 
 def mlp_stats(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:
@@ -174,11 +202,18 @@ def agreement(model, ids) -> dict:
     }
 
 
-def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progress=None, rounds: int | None = None):
+def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progress=None, rounds: int | None = None,
+                 model_path: str | None = None):
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    model, report = build_model(config, dev, dtype)
-    vocab = model.config.vocab_size
+    model, report = load_model(model_path, dev, dtype) if model_path else build_model(config, dev, dtype)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    too_long = [t for t in tokens if limit and t + extra_tokens(dev) > limit]
+    if too_long:
+        raise RuntimeError(f"--tokens {too_long}: the model takes at most max_position_embeddings={limit} positions, "
+                           f"and the benchmark generates {extra_tokens(dev)} tokens after each prompt")
+    d, hidden = report.converted[0].d, report.converted[0].hidden  # the first MLP's: the dispatch's sizes
+    vocab = model.get_input_embeddings().num_embeddings
     g = torch.Generator(device="cpu").manual_seed(0)
     rows = []
     rounds = rounds or (ROUNDS if dev.type == "cuda" else 1)
@@ -189,11 +224,11 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
             timed = prefill_ms(model, ids, rounds=rounds, attention=attention)
             row = {"T": T, "dense_ms": timed["dense"], "sparse_ms": timed["sparse"],
                    "attention_kernel": attention, "dense_ms_by_attention_kernel": attention_ms}
-            decode = decode_tokens_per_s(model, ids, steps=DECODE_STEPS if dev.type == "cuda" else 4)
+            decode = decode_tokens_per_s(model, ids, steps=decode_steps(dev))
             row["decode_dense_tok_s"], row["decode_sparse_tok_s"] = decode["dense"], decode["sparse"]
             row["decode_ratio"] = decode["sparse"] / decode["dense"]
             row["speedup"] = row["dense_ms"] / row["sparse_ms"]
-            shape = (T, model.config.hidden_size, model.config.intermediate_size)
+            shape = (T, d, hidden)
             row["fused_gemm1"] = dispatch.use_sparse(*shape) and backend.use_fused_gemm1(dev, dtype, *shape)
             set_sparse(model, True)
             row["act_sparsity"], row["dropped_fraction"] = mlp_stats(model, ids)
@@ -201,13 +236,13 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
             if progress:
                 progress(row)
         # the shortest prompt the dispatch sends to the 2:4 path (shorter ones run dense in both modes)
-        cfg = model.config
-        sparse_lengths = [t for t in tokens if dispatch.use_sparse(t, cfg.hidden_size, cfg.intermediate_size)]
+        sparse_lengths = [t for t in tokens if dispatch.use_sparse(t, d, hidden)]
         check = agreement(model, torch.randint(3, vocab, (1, min(sparse_lengths or tokens)), generator=g).to(dev))
         check["prompt_runs_sparse"] = bool(sparse_lengths) or dev.type != "cuda"  # the CPU always runs the recipe
     meta = {
-        "model": f"NemotronForCausalLM, random init, {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B params",
-        "config": CONFIGS[config],
+        "model": f"{type(model).__name__}, {f'from {model_path}' if model_path else 'random init'}, "
+                 f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f}B params",
+        "config": {"path": model_path, "d": d, "hidden": hidden} if model_path else CONFIGS[config],
         "attention": getattr(model.config, "_attn_implementation", None),
         "attention_kernel": "prefill: each row's fastest SDPA kernel for the dense model, both modes; decode and "
                             "agreement: PyTorch's choice",
@@ -216,7 +251,7 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
         "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)",
         "agreement": check,
         "fused_gemm1": ("each row's fused_gemm1 (ffn/backend.py: use_fused_gemm1)"
-                        if backend.fused_gemm1_allowed(dev, dtype, cfg.hidden_size)
+                        if backend.fused_gemm1_allowed(dev, dtype, d)
                         else backend.fused_gemm1_reason(dev, dtype) or f"off above d={backend.FUSED_GEMM1_MAX_D}"),
     }
     return rows, meta
