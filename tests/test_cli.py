@@ -110,4 +110,32 @@ def test_bench_prefill_names_what_is_wrong_with_a_model(tmp_path, capsys):
     assert "--tokens [250]: the model takes at most max_position_embeddings=256 positions" in capsys.readouterr().err
     assert main(["bench", "prefill", "--config", "tiny", "--model", "x", "--out", out]) == 2
     assert "--config and --model" in capsys.readouterr().err
+    assert main(["bench", "prefill", "--config", "tiny", "--trust-remote-code", "--out", out]) == 2
+    assert "--trust-remote-code applies to --model only" in capsys.readouterr().err
     assert not (tmp_path / "out" / "prefill.json").exists()
+
+
+def test_bench_prefill_default_prompts_fit_the_model():
+    import torch
+
+    from act24.bench import prefill
+
+    gpu, extra = torch.device("cuda"), prefill.extra_tokens(torch.device("cuda"))
+    assert prefill.default_tokens(gpu, None) == prefill.TOKENS
+    assert prefill.default_tokens(gpu, 16384 + extra) == (2048, 4096, 8192, 16384)
+    assert prefill.default_tokens(gpu, 2048) == ((2048 - extra) // 64 * 64,)  # none of TOKENS fits: the longest that does
+    assert prefill.default_tokens(torch.device("cpu"), 4096) == prefill.CPU_TOKENS
+
+
+def test_bench_prefill_load_errors_keep_a_reason(monkeypatch):
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    from act24.bench import prefill
+
+    def fail(*args, **kwargs):
+        raise ImportError()  # a model whose code needs a package that is missing, with no message
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fail)
+    with pytest.raises(RuntimeError, match="could not be loaded as a causal LM: ImportError"):
+        prefill.load_model("some/model", None, None)

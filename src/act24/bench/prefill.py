@@ -24,6 +24,7 @@ from act24.ffn import backend, dispatch, ffn_modules, set_sparse
 from .common import ROUNDS, alternating_medians
 
 TOKENS = (2048, 4096, 8192, 16384, 32768)
+CPU_TOKENS = (64, 128)
 # 0.97B parameters: d=4096, hidden 16384 (Nemotron's 4x, Squared ReLU, not gated)
 CONFIGS = {
     "1b": dict(hidden_size=4096, intermediate_size=16384, num_hidden_layers=4, num_attention_heads=32,
@@ -57,16 +58,17 @@ def build_model(config: str, device: torch.device, dtype: torch.dtype):
     return model, report
 
 
-def load_model(path: str, device: torch.device, dtype: torch.dtype):
+def load_model(path: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False):
     """A causal LM from a local folder or the Hugging Face hub (from_pretrained), converted."""
     try:
         from transformers import AutoModelForCausalLM
     except ImportError as e:
         raise RuntimeError("act24 bench prefill needs transformers (pip install transformers)") from e
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError) as e:  # no such folder or hub id, or no causal-LM class for its config
-        raise RuntimeError(f"--model {path!r} could not be loaded as a causal LM: {str(e).splitlines()[0]}") from e
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, ImportError) as e:  # no such folder or hub id, no causal-LM class, a missing package
+        first_line = next(iter(str(e).splitlines()), "") or type(e).__name__
+        raise RuntimeError(f"--model {path!r} could not be loaded as a causal LM: {first_line}") from e
     model = model.to(device).eval()
     try:
         report = act24.convert(model, sparse=True)
@@ -202,17 +204,32 @@ def agreement(model, ids) -> dict:
     }
 
 
-def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progress=None, rounds: int | None = None,
-                 model_path: str | None = None):
+def default_tokens(device: torch.device, limit: int | None) -> tuple[int, ...]:
+    """TOKENS on a GPU (those the model's positions allow), a CPU's two short prompts otherwise."""
+    if device.type != "cuda":
+        return CPU_TOKENS
+    fitting = tuple(t for t in TOKENS if not limit or t + extra_tokens(device) <= limit)
+    return fitting or (max(limit - extra_tokens(device), 1) // 64 * 64 or 64,)
+
+
+def prefill_rows(config: str = "1b", tokens=None, device: str = "cuda", progress=None, rounds: int | None = None,
+                 model_path: str | None = None, trust_remote_code: bool = False):
+    """tokens: the prompt lengths (None: default_tokens)."""
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    model, report = load_model(model_path, dev, dtype) if model_path else build_model(config, dev, dtype)
+    if model_path:
+        model, report = load_model(model_path, dev, dtype, trust_remote_code=trust_remote_code)
+    else:
+        model, report = build_model(config, dev, dtype)
     limit = getattr(model.config, "max_position_embeddings", None)
+    tokens = tuple(tokens) if tokens else default_tokens(dev, limit)
     too_long = [t for t in tokens if limit and t + extra_tokens(dev) > limit]
     if too_long:
         raise RuntimeError(f"--tokens {too_long}: the model takes at most max_position_embeddings={limit} positions, "
                            f"and the benchmark generates {extra_tokens(dev)} tokens after each prompt")
-    d, hidden = report.converted[0].d, report.converted[0].hidden  # the first MLP's: the dispatch's sizes
+    # the first MLP's sizes decide the rows' fused_gemm1 and which prompt the agreement check uses;
+    # every MLP dispatches on its own sizes (mlp_sizes lists them)
+    d, hidden = report.converted[0].d, report.converted[0].hidden
     vocab = model.get_input_embeddings().num_embeddings
     g = torch.Generator(device="cpu").manual_seed(0)
     rows = []
@@ -248,6 +265,7 @@ def prefill_rows(config: str = "1b", tokens=TOKENS, device: str = "cuda", progre
                             "agreement: PyTorch's choice",
         "dtype": str(dtype).removeprefix("torch."),
         "converted_mlps": len(report.converted),
+        "mlp_sizes": sorted({(c.d, c.hidden) for c in report.converted}),
         "prefill_timing": f"each mode's median over {rounds} rounds of dense, sparse, sparse, dense (do_bench medians)",
         "agreement": check,
         "fused_gemm1": ("each row's fused_gemm1 (ffn/backend.py: use_fused_gemm1)"

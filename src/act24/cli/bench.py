@@ -44,10 +44,11 @@ def run_prefill(args) -> int:
     if args.config and args.model:
         print("act24 bench prefill: --config and --model are two choices of model; give one", file=sys.stderr)
         return 2
+    if args.trust_remote_code and not args.model:
+        print("act24 bench prefill: --trust-remote-code applies to --model only", file=sys.stderr)
+        return 2
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = args.config or ("1b" if device == "cuda" else "tiny")
-    full = device == "cuda" and (args.model or config == "1b")
-    tokens = tuple(args.tokens) if args.tokens else (prefill.TOKENS if full else (64, 128))
     if _refuses_to_overwrite(args.out, "prefill", "prefill"):
         return 2
     header = common.header()
@@ -55,8 +56,8 @@ def run_prefill(args) -> int:
         f"T={row['T']}: prefill {row['speedup']:.3f}x, decode {row['decode_sparse_tok_s']:.1f} vs "
         f"{row['decode_dense_tok_s']:.1f} tok/s"))
     try:
-        rows, meta = prefill.prefill_rows(config, tokens, device, progress=progress, rounds=args.rounds,
-                                          model_path=args.model)
+        rows, meta = prefill.prefill_rows(config, args.tokens, device, progress=progress, rounds=args.rounds,
+                                          model_path=args.model, trust_remote_code=args.trust_remote_code)
     except RuntimeError as e:
         print(f"act24 bench prefill: {e}", file=sys.stderr)
         return 2
@@ -105,12 +106,17 @@ def add_parser(sub) -> None:
     p.add_argument("what", choices=["ffn", "prefill"],
                    help="ffn: the FFN forward (GPU); prefill: a Nemotron-like model's prefill and decode")
     p.add_argument("--backward", action="store_true", help="ffn: forward + backward (training), to ffn_train.json")
-    p.add_argument("--tokens", type=int, nargs="+", help="token counts (default: 2048 ... 32768)")
+    p.add_argument("--tokens", type=int, nargs="+",
+                   help="token counts (default: 2048 ... 32768; prefill: those within the model's "
+                        "max_position_embeddings, and 64 128 on a CPU)")
     p.add_argument("--shape", type=int, nargs=2, action="append", metavar=("D", "H"), help="model dim and hidden size")
     p.add_argument("--config", choices=["1b", "tiny"], help="prefill model (default: 1b on a GPU, tiny on CPU)")
     p.add_argument("--model", metavar="PATH_OR_ID",
                    help="prefill: your causal LM instead (a local folder or a hub id, through transformers' "
                         "from_pretrained), converted with act24.convert")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="prefill --model: run the model's own code from its folder or hub repository "
+                        "(transformers' trust_remote_code)")
     p.add_argument("--out", default="results", help="folder for the JSON results (default: results)")
     p.add_argument("--rounds", type=_positive_int, default=None,
                    help="rounds of alternated timings (A B ... B A) per row (default: 3; 1 for prefill on a CPU)")

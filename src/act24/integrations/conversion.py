@@ -4,8 +4,9 @@ Recognised by class name (so transformers is not imported): act24's own SquaredR
 SquaredReLUMLP and the non-gated MLPs of transformers' Nemotron, Nemotron-H (dense and
 shared-expert MLPs), Arcee, Persimmon, NanoChat, Jais2, Ergo (its dense layers), Cosmos3 Edge
 (text) and NeoMME. Any other module named like an MLP (your own model's, a newer transformers
-class) is recognised by behaviour: two plain nn.Linear layers d -> hidden -> d, nothing else that
-computes or holds state, and an output equal to down(relu(up(x))**2) on a probe. The Linear layers
+class) is recognised by behaviour: two plain nn.Linear layers d -> hidden -> d, a forward of one
+input, no other parameters, buffers, hooks or submodules beyond activations and inactive dropout,
+and an output bit-equal to down(relu(up(x))**2) on probes in eval and train mode. The Linear layers
 are kept as they are, under their own names, so state-dict keys, biases and weight tying do not
 change. A recognised MLP whose activation is not Squared ReLU or whose layers are not plain
 nn.Linear, any gated MLP and any mixture-of-experts block is left alone and reported.
@@ -13,6 +14,7 @@ nn.Linear, any gated MLP and any mixture-of-experts block is left alone and repo
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -107,17 +109,20 @@ def _skip(reason: str) -> _Verdict:
     return _Verdict("skip", reason=reason)
 
 
-def _replacement_problem(module: nn.Module, up_name: str, down_name: str) -> str | None:
-    """Why `module` cannot become SquaredReLUMLP(up, down) without losing something, or None."""
-    up = getattr(module, up_name, None)
+def _module_problem(module: nn.Module, linear_names: tuple[str, str]) -> str | None:
+    """Why `module`, whatever its order of layers, cannot be replaced without losing something, or None."""
     if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
         return "it has hooks (offloading, adapters, probes) that replacing it would drop"
-    if up.out_features % GROUP:
-        return f"hidden size {up.out_features} is not a multiple of {GROUP} (2:4 groups)"
     state = set(dict(module.named_parameters())) | set(dict(module.named_buffers()))
-    extra = sorted(state - {f"{n}.{p}" for n in (up_name, down_name) for p in ("weight", "bias")})
+    extra = sorted(state - {f"{n}.{p}" for n in linear_names for p in ("weight", "bias")})
     if extra:
         return f"parameters or buffers outside the two Linear layers would be lost: {extra}"
+    return None
+
+
+def _hidden_problem(up: nn.Linear) -> str | None:
+    if up.out_features % GROUP:
+        return f"hidden size {up.out_features} is not a multiple of {GROUP} (2:4 groups)"
     return None
 
 
@@ -130,26 +135,67 @@ def _known_verdict(module: nn.Module) -> _Verdict:
     act = getattr(module, act_name, None)
     if not is_squared_relu(act):
         return _skip(f"activation {type(act).__name__} is not Squared ReLU (relu(x)**2)")
-    problem = _replacement_problem(module, up_name, down_name)
+    problem = _module_problem(module, (up_name, down_name)) or _hidden_problem(up)
     return _skip(problem) if problem else _Verdict("convert", (up_name, down_name))
 
 
-def _computes_squared_relu_mlp(module: nn.Module, up: nn.Linear, down: nn.Linear) -> bool:
-    """True when module(x) equals down(relu(up(x))**2) on a probe in the weights' dtype and device."""
-    weight = up.weight
-    probe = torch.randn(2, 3, up.in_features, generator=torch.Generator().manual_seed(0))
-    probe = probe.to(device=weight.device, dtype=weight.dtype)
+def _probe_problem(module: nn.Module, linears: list[tuple[str, nn.Linear]]) -> str | None:
+    """Why the probe could miss what `module` does, or None; checked before it runs (dropout would draw
+    from the global RNG, an unknown submodule may act only in some mode or on some input)."""
+    if "forward" in vars(module) or hasattr(module, "_hf_hook"):
+        return "its forward is replaced on the instance (a wrapper or an offloading hook) that converting would drop"
     try:
-        with torch.no_grad():
-            out, expected = module(probe), down(torch.relu(up(probe)) ** 2)
-    except Exception:  # a forward that needs other arguments is not a plain MLP
-        return False
+        parameters = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return "its forward's signature cannot be read"
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if len(parameters) != 1 or parameters[0].kind not in positional:
+        names = ", ".join(str(p) for p in parameters)
+        return f"its forward takes ({names}), not a single input the act24 module could take instead"
+    layers = [layer for _, layer in linears]
+    for name, sub in module.named_modules():
+        if sub is not module and not any(sub is layer for layer in layers) and (
+                sub._forward_hooks or sub._forward_pre_hooks or sub._backward_hooks or sub._backward_pre_hooks):
+            return f"{name!r} has hooks (offloading, adapters, probes) that replacing it would drop"
+    others = [(n, c) for n, c in module.named_children() if not any(c is layer for layer in layers)]
+    dropouts = [n for n, c in others if isinstance(c, DROPOUTS) and c.p > 0]
+    if dropouts:
+        return f"dropout {dropouts} would be lost"
+    unknown = [f"{n!r} ({type(c).__name__})" for n, c in others
+               if not (isinstance(c, (nn.Identity, nn.ReLU, *DROPOUTS)) or is_squared_relu(c))]
+    if unknown:
+        return f"submodules the act24 module would drop: {', '.join(unknown)}"
+    return None
+
+
+def _same(out: object, expected: torch.Tensor) -> bool:
+    """Bit-equal, NaN matching NaN: the same ops in the same order round alike, and a looser tolerance
+    would let a scaled or clamped variant through."""
     if not isinstance(out, torch.Tensor) or out.shape != expected.shape or out.dtype != expected.dtype:
         return False
+    return bool(((out == expected) | (out.isnan() & expected.isnan())).all())
+
+
+def _computes_squared_relu_mlp(module: nn.Module, up: nn.Linear, down: nn.Linear) -> bool:
+    """True when module(x) equals down(relu(up(x))**2) in eval and train mode, on probes of two scales in
+    the weights' dtype and device. The global RNG state and every submodule's mode are left as found."""
+    weight = up.weight
+    base = torch.randn(2, 3, up.in_features, generator=torch.Generator().manual_seed(0))
+    modes = [(m, m.training) for m in module.modules()]
+    rng_devices = [] if weight.device.type == "cpu" else [weight.device]
     try:
-        torch.testing.assert_close(out, expected)  # the dtype's default tolerance: the same ops may round apart
-    except AssertionError:
+        with torch.no_grad(), torch.random.fork_rng(devices=rng_devices, device_type=weight.device.type):
+            for training in (False, True):
+                module.train(training)
+                for scale in (1.0, 16.0):  # 16x: a clamp or saturation that small values never reach
+                    probe = (base * scale).to(device=weight.device, dtype=weight.dtype)
+                    if not _same(module(probe), down(torch.relu(up(probe)) ** 2)):
+                        return False
+    except Exception:  # a forward that fails on a plain tensor is not a plain MLP
         return False
+    finally:
+        for m, training in modes:
+            m.training = training
     return True
 
 
@@ -159,29 +205,21 @@ def _verdict_by_behaviour(module: nn.Module) -> _Verdict | None:
     if len(linears) != 2:
         return None
     (a_name, a), (b_name, b) = linears
-    orders = [(a_name, a, b_name, b), (b_name, b, a_name, a)]
-    orders = [o for o in orders if o[1].in_features == o[3].out_features and o[1].out_features == o[3].in_features]
-    if not orders:
-        return None
-    others = [(n, c) for n, c in module.named_children() if not isinstance(c, nn.Linear)]
-    # checked before the probe: dropout would draw from the global RNG there, and its loss would go unseen
-    dropouts = [n for n, c in others if isinstance(c, DROPOUTS) and c.p > 0]
+    if not (a.in_features == b.out_features and a.out_features == b.in_features):
+        return None  # not d -> hidden -> d either way round
     problem = (_linear_problem(a_name, a) or _linear_problem(b_name, b)
-               or _replacement_problem(module, orders[0][0], orders[0][2])
-               or (dropouts and f"dropout {dropouts} would be lost"))
+               or _module_problem(module, (a_name, b_name)) or _probe_problem(module, linears))
     if problem:
         return _skip(problem)
-    found = next(((u, d) for u, up, d, down in orders if _computes_squared_relu_mlp(module, up, down)), None)
+    # which layer is up is told by the output alone: h -> d -> h composes as well as d -> h -> d
+    orders = [(a_name, a, b_name, b), (b_name, b, a_name, a)]
+    found = next(((u, up, d) for u, up, d, down in orders if _computes_squared_relu_mlp(module, up, down)), None)
     if found is None:
-        up_name, down_name = orders[0][0], orders[0][2]
         return _skip(f"not a known Squared-ReLU MLP class, and its output on a probe is not "
-                     f"{down_name}(relu({up_name}(x))**2)")
-    # the output matched, so the rest is an activation or unused; anything else may matter in another mode
-    unknown = [f"{n!r} ({type(c).__name__})" for n, c in others
-               if not (isinstance(c, (nn.Identity, nn.ReLU, *DROPOUTS)) or is_squared_relu(c))]
-    if unknown:
-        return _skip(f"submodules the act24 module would drop: {', '.join(unknown)}")
-    return _Verdict("convert", found)
+                     f"down(relu(up(x))**2) with {a_name!r} and {b_name!r} as up and down, either way round")
+    up_name, up, down_name = found
+    problem = _hidden_problem(up)
+    return _skip(problem) if problem else _Verdict("convert", (up_name, down_name))
 
 
 def _classify(module: nn.Module) -> _Verdict:
