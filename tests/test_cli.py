@@ -116,15 +116,20 @@ def test_bench_prefill_names_what_is_wrong_with_a_model(tmp_path, capsys):
 
 
 def test_bench_prefill_default_prompts_fit_the_model():
+    import pytest
     import torch
 
     from act24.bench import prefill
 
     gpu, extra = torch.device("cuda"), prefill.extra_tokens(torch.device("cuda"))
+    cpu, cpu_extra = torch.device("cpu"), prefill.extra_tokens(torch.device("cpu"))
     assert prefill.default_tokens(gpu, None) == prefill.TOKENS
     assert prefill.default_tokens(gpu, 16384 + extra) == (2048, 4096, 8192, 16384)
     assert prefill.default_tokens(gpu, 2048) == ((2048 - extra) // 64 * 64,)  # none of TOKENS fits: the longest that does
-    assert prefill.default_tokens(torch.device("cpu"), 4096) == prefill.CPU_TOKENS
+    assert prefill.default_tokens(cpu, 4096) == prefill.SHORT_TOKENS
+    assert prefill.default_tokens(cpu, 127 + cpu_extra) == (64,)
+    with pytest.raises(RuntimeError, match="max_position_embeddings=90 positions: too few for a 64-token prompt"):
+        prefill.default_tokens(cpu, 90)
 
 
 def test_bench_prefill_load_errors_keep_a_reason(monkeypatch):
@@ -133,9 +138,13 @@ def test_bench_prefill_load_errors_keep_a_reason(monkeypatch):
     transformers = pytest.importorskip("transformers")
     from act24.bench import prefill
 
+    calls = []
+
     def fail(*args, **kwargs):
+        calls.append(kwargs)
         raise ImportError()  # a model whose code needs a package that is missing, with no message
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fail)
-    with pytest.raises(RuntimeError, match="could not be loaded as a causal LM: ImportError"):
-        prefill.load_model("some/model", None, None)
+    with pytest.raises(RuntimeError, match="could not be loaded as a causal LM: ImportError$"):
+        prefill.load_model("some/model", None, None, trust_remote_code=True)
+    assert calls[0]["trust_remote_code"] is True

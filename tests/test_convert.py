@@ -150,7 +150,7 @@ def test_linear_subclasses_and_hooked_layers_are_left_alone():
     with pytest.raises(ValueError) as err:
         act24.convert(model)
     assert "'up_proj' is LoRALinear, not a plain nn.Linear" in str(err.value)
-    assert "'down_proj' has forward hooks" in str(err.value)
+    assert "'down_proj' has hooks" in str(err.value)
 
 
 def test_hooked_mlps_and_mlps_with_buffers_are_left_alone():
@@ -161,6 +161,35 @@ def test_hooked_mlps_and_mlps_with_buffers_are_left_alone():
         act24.convert(model)
     assert "hooks (offloading, adapters, probes) that replacing it would drop" in str(err.value)
     assert "buffers outside the two Linear layers would be lost: ['scale']" in str(err.value)
+
+
+def test_known_mlps_with_hooked_parts_or_wrapped_forwards_are_left_alone():
+    model = build("nemotron")
+    first, second = model.model.layers[0].mlp, model.model.layers[1].mlp
+    first.act_fn.register_forward_hook(lambda *a: None)  # an activation probe that would stop firing
+    second.forward = lambda x: type(second).forward(second, x)
+    with pytest.raises(ValueError) as err:
+        act24.convert(model)
+    assert "model.layers.0.mlp (NemotronMLP): 'act_fn' has hooks" in str(err.value)
+    assert "model.layers.1.mlp (NemotronMLP): its forward is replaced on the instance" in str(err.value)
+    model = build("nemotron")
+    model.model.layers[0].mlp.down_proj.register_full_backward_hook(lambda *a: None)
+    report = act24.convert(model)
+    assert [s.reason for s in report.skipped] == ["'down_proj' has hooks (offloading, adapters, probes) that the "
+                                                  "fused FFN would bypass"]
+
+
+def test_an_error_during_convert_leaves_the_model_as_it_was():
+    model = build("nemotron")
+
+    def filter_fn(module, path):
+        if path == "model.layers.1.mlp":
+            raise RuntimeError("filter failed")
+        return True
+
+    with pytest.raises(RuntimeError, match="filter failed"):
+        act24.convert(model, filter_fn=filter_fn)
+    assert len(mlps(model)) == 2
 
 
 def test_a_shared_mlp_is_replaced_at_every_path_by_one_module():
@@ -325,7 +354,8 @@ def test_unknown_mlps_that_compute_or_hold_something_else_are_explained():
     assert "layers.0 (NanoGPTMLP): dropout ['dropout'] would be lost" in message
     assert "layers.1 (NanoGPTMLP): not a known Squared-ReLU MLP class, and its output on a probe is not " \
            "down(relu(up(x))**2) with 'c_fc' and 'c_proj' as up and down, either way round" in message
-    assert "layers.2 (ScaledMLP): submodules the act24 module would drop: 'scale' (Softplus)" in message
+    assert "layers.2 (ScaledMLP): submodules that are not Squared ReLU and that the act24 module would drop: " \
+           "'scale' (Softplus)" in message
     assert "layers.3 (TwoArgumentMLP): its forward takes (x, gate), not a single input" in message
     assert "layers.4 (NanoGPTMLP): not a known Squared-ReLU MLP class, and its output" in message  # plain ReLU
     assert "layers.5 (NanoGPTMLP): hidden size 30 is not a multiple of 4" in message
@@ -348,9 +378,17 @@ def test_unknown_mlps_that_differ_only_sometimes_are_not_converted():
         def forward(self, x):
             return super().forward(x) * 1.01
 
-    class ClampedMLP(NanoGPTMLP):  # equal on small inputs
+    class ClampedMLP(NanoGPTMLP):  # equal on small inputs: only the 16x probe reaches the clamp
         def __init__(self):
-            super().__init__(act=lambda h: torch.nn.functional.relu(h).square().clamp(max=2))
+            super().__init__(act=lambda h: torch.nn.functional.relu(h).square().clamp(max=50))
+
+    class DropoutInForwardMLP(NanoGPTMLP):  # draws from the global RNG while probed in train mode
+        def forward(self, x):
+            return torch.nn.functional.dropout(super().forward(x), 0.1, self.training)
+
+    class RaisingMLP(NanoGPTMLP):
+        def forward(self, x):
+            raise ValueError("needs an attention mask")
 
     class WrappedMLP(NanoGPTMLP):
         def __init__(self):
@@ -361,7 +399,11 @@ def test_unknown_mlps_that_differ_only_sometimes_are_not_converted():
     hooked.act.register_forward_hook(lambda module, args, out: torch.relu(out) ** 2)
 
     torch.manual_seed(0)
-    model = Blocks(TrainOnlyScaledMLP(), OnePercentOffMLP().bfloat16(), ClampedMLP(), WrappedMLP(), hooked).eval()
+    model = Blocks(TrainOnlyScaledMLP(), OnePercentOffMLP().bfloat16(), ClampedMLP(), DropoutInForwardMLP(),
+                   WrappedMLP(), hooked, RaisingMLP()).eval()
+    clamped, small = model.layers[2], torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(clamped(small), clamped.c_proj(torch.relu(clamped.c_fc(small)) ** 2))
     model.layers[1].train()
     rng, modes = torch.get_rng_state(), [m.training for m in model.modules()]
     with pytest.raises(ValueError) as err:
@@ -369,9 +411,11 @@ def test_unknown_mlps_that_differ_only_sometimes_are_not_converted():
     assert torch.equal(torch.get_rng_state(), rng)
     assert [m.training for m in model.modules()] == modes and any(modes) and not all(modes)  # probed in both
     message = str(err.value)
-    for i in range(3):
+    for i in range(4):
         assert f"layers.{i} ({type(model.layers[i]).__name__}): not a known Squared-ReLU MLP class, and its output" \
             in message
-    assert "layers.3 (WrappedMLP): its forward is replaced on the instance" in message
-    assert "layers.4 (NanoGPTMLP): 'act' has hooks" in message
+    assert "layers.4 (WrappedMLP): its forward is replaced on the instance" in message
+    assert "layers.5 (NanoGPTMLP): 'act' has hooks" in message
+    assert "layers.6 (RaisingMLP): not a known Squared-ReLU MLP class, and its forward raised ValueError (needs an " \
+           "attention mask) on a probe, not giving down(relu(up(x))**2)" in message
     assert not any(isinstance(m, act24.SquaredReLUMLP) for m in model.modules())

@@ -24,7 +24,7 @@ from act24.ffn import backend, dispatch, ffn_modules, set_sparse
 from .common import ROUNDS, alternating_medians
 
 TOKENS = (2048, 4096, 8192, 16384, 32768)
-CPU_TOKENS = (64, 128)
+SHORT_TOKENS = (64, 128)
 # 0.97B parameters: d=4096, hidden 16384 (Nemotron's 4x, Squared ReLU, not gated)
 CONFIGS = {
     "1b": dict(hidden_size=4096, intermediate_size=16384, num_hidden_layers=4, num_attention_heads=32,
@@ -66,9 +66,10 @@ def load_model(path: str, device: torch.device, dtype: torch.dtype, trust_remote
         raise RuntimeError("act24 bench prefill needs transformers (pip install transformers)") from e
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, ImportError) as e:  # no such folder or hub id, no causal-LM class, a missing package
-        first_line = next(iter(str(e).splitlines()), "") or type(e).__name__
-        raise RuntimeError(f"--model {path!r} could not be loaded as a causal LM: {first_line}") from e
+    except Exception as e:  # no such folder or hub id, no causal-LM class, a missing package, the model's own code
+        first_line = next(iter(str(e).splitlines()), "")
+        raise RuntimeError(f"--model {path!r} could not be loaded as a causal LM: {type(e).__name__}"
+                           f"{': ' + first_line if first_line else ''}") from e
     model = model.to(device).eval()
     try:
         report = act24.convert(model, sparse=True)
@@ -204,12 +205,18 @@ def agreement(model, ids) -> dict:
     }
 
 
-def default_tokens(device: torch.device, limit: int | None) -> tuple[int, ...]:
-    """TOKENS on a GPU (those the model's positions allow), a CPU's two short prompts otherwise."""
-    if device.type != "cuda":
-        return CPU_TOKENS
-    fitting = tuple(t for t in TOKENS if not limit or t + extra_tokens(device) <= limit)
-    return fitting or (max(limit - extra_tokens(device), 1) // 64 * 64 or 64,)
+def default_tokens(device: torch.device, limit: int | None, short: bool = False) -> tuple[int, ...]:
+    """TOKENS on a GPU, two short prompts on a CPU or when `short`: those the model's positions allow,
+    else the longest multiple of 64 that they do."""
+    candidates = TOKENS if device.type == "cuda" and not short else SHORT_TOKENS
+    room = limit - extra_tokens(device) if limit else None
+    fitting = tuple(t for t in candidates if room is None or t <= room)
+    if fitting:
+        return fitting
+    if room < 64:
+        raise RuntimeError(f"the model takes at most max_position_embeddings={limit} positions: too few for a "
+                           f"64-token prompt and the {extra_tokens(device)} tokens the benchmark generates after it")
+    return (room // 64 * 64,)
 
 
 def prefill_rows(config: str = "1b", tokens=None, device: str = "cuda", progress=None, rounds: int | None = None,
@@ -222,7 +229,7 @@ def prefill_rows(config: str = "1b", tokens=None, device: str = "cuda", progress
     else:
         model, report = build_model(config, dev, dtype)
     limit = getattr(model.config, "max_position_embeddings", None)
-    tokens = tuple(tokens) if tokens else default_tokens(dev, limit)
+    tokens = tuple(tokens) if tokens else default_tokens(dev, limit, short=not model_path and config == "tiny")
     too_long = [t for t in tokens if limit and t + extra_tokens(dev) > limit]
     if too_long:
         raise RuntimeError(f"--tokens {too_long}: the model takes at most max_position_embeddings={limit} positions, "

@@ -108,7 +108,7 @@ def add_parser(sub) -> None:
     p.add_argument("--backward", action="store_true", help="ffn: forward + backward (training), to ffn_train.json")
     p.add_argument("--tokens", type=int, nargs="+",
                    help="token counts (default: 2048 ... 32768; prefill: those within the model's "
-                        "max_position_embeddings, and 64 128 on a CPU)")
+                        "max_position_embeddings, and 64 128 on a CPU or with --config tiny)")
     p.add_argument("--shape", type=int, nargs=2, action="append", metavar=("D", "H"), help="model dim and hidden size")
     p.add_argument("--config", choices=["1b", "tiny"], help="prefill model (default: 1b on a GPU, tiny on CPU)")
     p.add_argument("--model", metavar="PATH_OR_ID",

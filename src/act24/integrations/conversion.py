@@ -92,8 +92,8 @@ def _linear_problem(name: str, layer: object) -> str | None:
     """Why `layer` cannot be read as a plain weight (+ bias), or None."""
     if type(layer) is not nn.Linear:  # subclasses (quantized, LoRA, ...) compute something else
         return f"{name!r} is {type(layer).__name__}, not a plain nn.Linear"
-    if layer._forward_hooks or layer._forward_pre_hooks:
-        return f"{name!r} has forward hooks (offloading, adapters, probes) that the fused FFN would bypass"
+    if _has_hooks(layer):
+        return f"{name!r} has hooks (offloading, adapters, probes) that the fused FFN would bypass"
     if not layer.weight.is_floating_point() or layer.weight.is_meta:
         return f"{name!r} has a {layer.weight.dtype} weight on {layer.weight.device}, not a materialised float weight"
     return None
@@ -109,10 +109,21 @@ def _skip(reason: str) -> _Verdict:
     return _Verdict("skip", reason=reason)
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks)
+
+
 def _module_problem(module: nn.Module, linear_names: tuple[str, str]) -> str | None:
     """Why `module`, whatever its order of layers, cannot be replaced without losing something, or None."""
-    if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+    if _has_hooks(module):
         return "it has hooks (offloading, adapters, probes) that replacing it would drop"
+    if "forward" in vars(module) or hasattr(module, "_hf_hook"):
+        return "its forward is replaced on the instance (a wrapper or an offloading hook) that converting would drop"
+    layers = [getattr(module, n) for n in linear_names]
+    for name, sub in module.named_modules():
+        if sub is not module and not any(sub is layer for layer in layers) and _has_hooks(sub):
+            return f"{name!r} has hooks (offloading, adapters, probes) that replacing it would drop"
     state = set(dict(module.named_parameters())) | set(dict(module.named_buffers()))
     extra = sorted(state - {f"{n}.{p}" for n in linear_names for p in ("weight", "bias")})
     if extra:
@@ -140,10 +151,8 @@ def _known_verdict(module: nn.Module) -> _Verdict:
 
 
 def _probe_problem(module: nn.Module, linears: list[tuple[str, nn.Linear]]) -> str | None:
-    """Why the probe could miss what `module` does, or None; checked before it runs (dropout would draw
-    from the global RNG, an unknown submodule may act only in some mode or on some input)."""
-    if "forward" in vars(module) or hasattr(module, "_hf_hook"):
-        return "its forward is replaced on the instance (a wrapper or an offloading hook) that converting would drop"
+    """Why the probe could miss what `module` does, or None; checked before it runs (an unknown
+    submodule may act only in some mode or on some input)."""
     try:
         parameters = list(inspect.signature(module.forward).parameters.values())
     except (TypeError, ValueError):
@@ -153,10 +162,6 @@ def _probe_problem(module: nn.Module, linears: list[tuple[str, nn.Linear]]) -> s
         names = ", ".join(str(p) for p in parameters)
         return f"its forward takes ({names}), not a single input the act24 module could take instead"
     layers = [layer for _, layer in linears]
-    for name, sub in module.named_modules():
-        if sub is not module and not any(sub is layer for layer in layers) and (
-                sub._forward_hooks or sub._forward_pre_hooks or sub._backward_hooks or sub._backward_pre_hooks):
-            return f"{name!r} has hooks (offloading, adapters, probes) that replacing it would drop"
     others = [(n, c) for n, c in module.named_children() if not any(c is layer for layer in layers)]
     dropouts = [n for n, c in others if isinstance(c, DROPOUTS) and c.p > 0]
     if dropouts:
@@ -164,7 +169,7 @@ def _probe_problem(module: nn.Module, linears: list[tuple[str, nn.Linear]]) -> s
     unknown = [f"{n!r} ({type(c).__name__})" for n, c in others
                if not (isinstance(c, (nn.Identity, nn.ReLU, *DROPOUTS)) or is_squared_relu(c))]
     if unknown:
-        return f"submodules the act24 module would drop: {', '.join(unknown)}"
+        return f"submodules that are not Squared ReLU and that the act24 module would drop: {', '.join(unknown)}"
     return None
 
 
@@ -176,27 +181,31 @@ def _same(out: object, expected: torch.Tensor) -> bool:
     return bool(((out == expected) | (out.isnan() & expected.isnan())).all())
 
 
-def _computes_squared_relu_mlp(module: nn.Module, up: nn.Linear, down: nn.Linear) -> bool:
-    """True when module(x) equals down(relu(up(x))**2) in eval and train mode, on probes of two scales in
-    the weights' dtype and device. The global RNG state and every submodule's mode are left as found."""
+def _probe_mismatch(module: nn.Module, up: nn.Linear, down: nn.Linear) -> str | None:
+    """None when module(x) is down(relu(up(x))**2) on probes of two scales in the weights' dtype and
+    device, in eval mode without gradients and in train mode with them (as it is used); else what
+    differed. The global RNG state and every submodule's mode are left as found."""
     weight = up.weight
     base = torch.randn(2, 3, up.in_features, generator=torch.Generator().manual_seed(0))
     modes = [(m, m.training) for m in module.modules()]
     rng_devices = [] if weight.device.type == "cpu" else [weight.device]
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=rng_devices, device_type=weight.device.type):
+        with torch.random.fork_rng(devices=rng_devices, device_type=weight.device.type):
             for training in (False, True):
                 module.train(training)
                 for scale in (1.0, 16.0):  # 16x: a clamp or saturation that small values never reach
                     probe = (base * scale).to(device=weight.device, dtype=weight.dtype)
-                    if not _same(module(probe), down(torch.relu(up(probe)) ** 2)):
-                        return False
-    except Exception:  # a forward that fails on a plain tensor is not a plain MLP
-        return False
+                    with torch.set_grad_enabled(training and not weight.is_inference()):
+                        out = module(probe)
+                        expected = down(torch.relu(up(probe)) ** 2)
+                    if not _same(out, expected):
+                        return "its output on a probe is not"
+    except Exception as e:  # a forward that fails on a plain tensor is not a plain MLP
+        return f"its forward raised {type(e).__name__} ({next(iter(str(e).splitlines()), '')}) on a probe, not giving"
     finally:
         for m, training in modes:
             m.training = training
-    return True
+    return None
 
 
 def _verdict_by_behaviour(module: nn.Module) -> _Verdict | None:
@@ -211,15 +220,18 @@ def _verdict_by_behaviour(module: nn.Module) -> _Verdict | None:
                or _module_problem(module, (a_name, b_name)) or _probe_problem(module, linears))
     if problem:
         return _skip(problem)
-    # which layer is up is told by the output alone: h -> d -> h composes as well as d -> h -> d
-    orders = [(a_name, a, b_name, b), (b_name, b, a_name, a)]
-    found = next(((u, up, d) for u, up, d, down in orders if _computes_squared_relu_mlp(module, up, down)), None)
-    if found is None:
-        return _skip(f"not a known Squared-ReLU MLP class, and its output on a probe is not "
-                     f"down(relu(up(x))**2) with {a_name!r} and {b_name!r} as up and down, either way round")
-    up_name, up, down_name = found
-    problem = _hidden_problem(up)
-    return _skip(problem) if problem else _Verdict("convert", (up_name, down_name))
+    # which layer is up is told by the output alone: h -> d -> h composes as well as d -> h -> d;
+    # a forward fed the wrong width fails, so the reason reported is the right order's
+    mismatches = []
+    for up_name, up, down_name, down in ((a_name, a, b_name, b), (b_name, b, a_name, a)):
+        mismatch = _probe_mismatch(module, up, down)
+        if mismatch is None:
+            problem = _hidden_problem(up)
+            return _skip(problem) if problem else _Verdict("convert", (up_name, down_name))
+        mismatches.append(mismatch)
+    mismatch = next((m for m in mismatches if not m.startswith("its forward raised")), mismatches[0])
+    return _skip(f"not a known Squared-ReLU MLP class, and {mismatch} down(relu(up(x))**2) with {a_name!r} "
+                 f"and {b_name!r} as up and down, either way round")
 
 
 def _classify(module: nn.Module) -> _Verdict:
@@ -273,6 +285,8 @@ def convert(
     found = [(path, m) for path, m in model.named_modules(remove_duplicate=False) if path]
     converted_prefixes: list[str] = []
     replacements: dict[int, SquaredReLUFFNBase] = {}
+    # applied once everything is decided, so that an error on the way leaves the model as it was
+    planned: list[tuple[str, nn.Module, SquaredReLUFFNBase, int | None]] = []
     filtered_out = 0
     for path, module in found:
         if any(path.startswith(p + ".") for p in converted_prefixes):
@@ -280,7 +294,7 @@ def convert(
         if filter_fn is not None and not filter_fn(module, path):
             filtered_out += 1
             continue
-        ffn = replacements.get(id(module))  # set when this MLP was met at another path already
+        ffn, seed = replacements.get(id(module)), None  # ffn: set when this MLP was met at another path already
         if ffn is None:
             verdict = _classify(module)
             if not verdict.action:
@@ -288,9 +302,6 @@ def convert(
             seed = None if perm_seed is None else perm_seed + len(replacements)
             if verdict.action == "act24":
                 ffn = module
-                ffn.sparse, ffn.dense_fraction, ffn.track_stats = sparse, dense_fraction, track_stats
-                if seed is not None:
-                    ffn.perm_seed = seed
             elif verdict.action == "convert":
                 up_name, down_name = verdict.names
                 ffn = SquaredReLUMLP(getattr(module, up_name), getattr(module, down_name), up_name=up_name,
@@ -301,8 +312,7 @@ def convert(
                 report.skipped.append(SkippedModule(path, type(module).__name__, verdict.reason))
                 continue
             replacements[id(module)] = ffn
-        if ffn is not module:
-            model.set_submodule(path, ffn)
+        planned.append((path, module, ffn, seed))
         converted_prefixes.append(path)
         report.converted.append(ConvertedModule(path, type(module).__name__, ffn.d, ffn.hidden,
                                                 reconfigured=ffn is module))
@@ -315,4 +325,11 @@ def convert(
             details += f"\n  filter_fn rejected {filtered_out} of the {len(found)} submodules it was asked about"
         details = details or " no MLP modules found"
         raise ValueError("act24.convert found no non-gated Squared-ReLU MLP to convert:" + details)
+    for path, module, ffn, seed in planned:
+        if ffn is module:
+            ffn.sparse, ffn.dense_fraction, ffn.track_stats = sparse, dense_fraction, track_stats
+            if seed is not None:
+                ffn.perm_seed = seed
+        else:
+            model.set_submodule(path, ffn)
     return report
