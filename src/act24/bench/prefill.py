@@ -20,6 +20,7 @@ import torch
 
 import act24
 from act24.ffn import backend, dispatch, ffn_modules, set_sparse
+from act24.reference.checks import first_line
 
 from .common import ROUNDS, alternating_medians
 
@@ -67,9 +68,8 @@ def load_model(path: str, device: torch.device, dtype: torch.dtype, trust_remote
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     except Exception as e:  # no such folder or hub id, no causal-LM class, a missing package, the model's own code
-        first_line = next(iter(str(e).splitlines()), "")
-        raise RuntimeError(f"--model {path!r} could not be loaded as a causal LM: {type(e).__name__}"
-                           f"{': ' + first_line if first_line else ''}") from e
+        summary = ": ".join(filter(None, (type(e).__name__, first_line(e))))
+        raise RuntimeError(f"--model {path!r} could not be loaded as a causal LM: {summary}") from e
     model = model.to(device).eval()
     try:
         report = act24.convert(model, sparse=True)
@@ -205,11 +205,16 @@ def agreement(model, ids) -> dict:
     }
 
 
+def prompt_room(device: torch.device, limit: int | None) -> int | None:
+    """The longest prompt a model of `limit` positions takes with the tokens generated after it (None: any)."""
+    return limit - extra_tokens(device) if limit else None
+
+
 def default_tokens(device: torch.device, limit: int | None, short: bool = False) -> tuple[int, ...]:
     """TOKENS on a GPU, two short prompts on a CPU or when `short`: those the model's positions allow,
     else the longest multiple of 64 that they do."""
     candidates = TOKENS if device.type == "cuda" and not short else SHORT_TOKENS
-    room = limit - extra_tokens(device) if limit else None
+    room = prompt_room(device, limit)
     fitting = tuple(t for t in candidates if room is None or t <= room)
     if fitting:
         return fitting
@@ -230,7 +235,8 @@ def prefill_rows(config: str = "1b", tokens=None, device: str = "cuda", progress
         model, report = build_model(config, dev, dtype)
     limit = getattr(model.config, "max_position_embeddings", None)
     tokens = tuple(tokens) if tokens else default_tokens(dev, limit, short=not model_path and config == "tiny")
-    too_long = [t for t in tokens if limit and t + extra_tokens(dev) > limit]
+    room = prompt_room(dev, limit)
+    too_long = [t for t in tokens if room is not None and t > room]
     if too_long:
         raise RuntimeError(f"--tokens {too_long}: the model takes at most max_position_embeddings={limit} positions, "
                            f"and the benchmark generates {extra_tokens(dev)} tokens after each prompt")

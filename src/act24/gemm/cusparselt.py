@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..reference.checks import check_same_device
+from ..reference.checks import check_same_device, first_line
 from . import cusparselt_plans
 
 
@@ -120,7 +120,7 @@ def planned_calls_ok(dtype: torch.dtype, device: torch.device) -> bool:
             except torch.OutOfMemoryError:
                 raise
             except RuntimeError as e:  # the library, a status, or torch's own 2:4 ops failing here
-                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                reason = f"{type(e).__name__}: {first_line(e)}"
             if reason:
                 _use_torch(dtype, device, reason)
             else:
@@ -163,7 +163,7 @@ def choose_fastest(candidates: Iterable[Algorithm], time_candidate: Callable[[Al
         try:
             ms = time_candidate(alg)
         except RuntimeError as e:  # cuSPARSELt reports unsupported configurations as errors
-            errors.append(f"{alg}: {str(e).splitlines()[0]}")
+            errors.append(f"{alg}: {first_line(e)}")
             continue
         if ms < best_ms:
             best, best_ms = alg, ms

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..ffn import SquaredReLUFFNBase, SquaredReLUMLP
 from ..reference import dense_feature_count
-from ..reference.checks import check_bool
+from ..reference.checks import check_bool, first_line
 from ..reference.selection import GROUP
 
 # class name -> (up projection, down projection, activation) attribute names
@@ -181,10 +181,10 @@ def _same(out: object, expected: torch.Tensor) -> bool:
     return bool(((out == expected) | (out.isnan() & expected.isnan())).all())
 
 
-def _probe_mismatch(module: nn.Module, up: nn.Linear, down: nn.Linear) -> str | None:
+def _probe_mismatch(module: nn.Module, up: nn.Linear, down: nn.Linear) -> tuple[bool, str] | None:
     """None when module(x) is down(relu(up(x))**2) on probes of two scales in the weights' dtype and
-    device, in eval mode without gradients and in train mode with them (as it is used); else what
-    differed. The global RNG state and every submodule's mode are left as found."""
+    device, in eval mode without gradients and in train mode with them (as it is used); else (whether
+    the forward raised, what differed). The global RNG state and every submodule's mode are left as found."""
     weight = up.weight
     base = torch.randn(2, 3, up.in_features, generator=torch.Generator().manual_seed(0))
     modes = [(m, m.training) for m in module.modules()]
@@ -199,9 +199,9 @@ def _probe_mismatch(module: nn.Module, up: nn.Linear, down: nn.Linear) -> str | 
                         out = module(probe)
                         expected = down(torch.relu(up(probe)) ** 2)
                     if not _same(out, expected):
-                        return "its output on a probe is not"
+                        return False, "its output on a probe is not"
     except Exception as e:  # a forward that fails on a plain tensor is not a plain MLP
-        return f"its forward raised {type(e).__name__} ({next(iter(str(e).splitlines()), '')}) on a probe, not giving"
+        return True, f"its forward raised {type(e).__name__} ({first_line(e)}) on a probe, not giving"
     finally:
         for m, training in modes:
             m.training = training
@@ -229,7 +229,7 @@ def _verdict_by_behaviour(module: nn.Module) -> _Verdict | None:
             problem = _hidden_problem(up)
             return _skip(problem) if problem else _Verdict("convert", (up_name, down_name))
         mismatches.append(mismatch)
-    mismatch = next((m for m in mismatches if not m.startswith("its forward raised")), mismatches[0])
+    _, mismatch = min(mismatches, key=lambda m: m[0])  # an order that ran says more than one that raised
     return _skip(f"not a known Squared-ReLU MLP class, and {mismatch} down(relu(up(x))**2) with {a_name!r} "
                  f"and {b_name!r} as up and down, either way round")
 

@@ -1,4 +1,5 @@
-"""Argument checks shared by every layer: each error names the argument and the rule."""
+"""Argument checks shared by every layer: each error names the argument and the rule; and the
+one-line summary of a caught error that a message quotes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import operator
 import torch
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message ("" when it has none): library errors run to many lines."""
+    return next(iter(str(error).splitlines()), "")
 
 
 def check_bool(name: str, value) -> bool:

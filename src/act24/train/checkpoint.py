@@ -9,6 +9,8 @@ import shutil
 
 import torch
 
+from ..reference.checks import first_line
+
 NAME = "checkpoint.pt"
 SHARDED_NAME = "checkpoint.dcp"  # a folder written by torch.distributed.checkpoint
 
@@ -25,7 +27,7 @@ def _read(path: pathlib.Path, **options) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True, **options)
     except Exception as e:  # torch raises several types for a torn or foreign file
         raise ValueError(f"{path} is not a readable act24 checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]}); a truncated file or another kind of file reads so: "
+                         f"{first_line(e)[:200]}); a truncated file or another kind of file reads so: "
                          "choose another --out") from e
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not an act24 checkpoint (no model state in it); choose another --out")
